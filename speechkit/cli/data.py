@@ -1,0 +1,46 @@
+"""``speechkit data ...``: corpus preparation commands."""
+
+import os
+
+from speechkit.cli import add_defaults_help
+
+__all__ = ["register"]
+
+_REPO_BOOKS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "corpus", "books")
+
+
+def register(commands, groups):
+    data = groups["data"]
+
+    p = add_defaults_help(data.add_parser("import-librispeech", help="write a JSONL manifest for a LibriSpeech-layout tree"))
+    p.add_argument("root", help="folder holding <speaker>/<chapter>/*.flac and *.trans.txt")
+    p.add_argument("--out", required=True, help="manifest to write (JSONL)")
+    p.add_argument("--report", default=None, help="skip report (JSON); default <out>.report.json")
+    p.add_argument("--min-duration", type=float, default=0.1, help="seconds")
+    p.add_argument("--max-duration", type=float, default=35.0, help="seconds")
+    p.set_defaults(func=_import_librispeech)
+
+    p = add_defaults_help(data.add_parser("synth-mini", help="synthesise the embedded mini corpus with espeak-ng and flite"))
+    p.add_argument("--out", required=True, help="output folder (LibriSpeech layout: train/, dev/, test/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--books", default=os.path.normpath(_REPO_BOOKS), help="folder of *.txt books")
+    p.add_argument("--train-hours", type=float, default=1.0)
+    p.add_argument("--dev-minutes", type=float, default=10.0)
+    p.add_argument("--test-minutes", type=float, default=10.0)
+    p.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel synthesis processes")
+    p.set_defaults(func=_synth_mini)
+
+
+def _import_librispeech(args):
+    from speechkit.data.librispeech import import_librispeech
+
+    utterances, report = import_librispeech(args.root, args.out, min_duration=args.min_duration,
+                                            max_duration=args.max_duration, report_path=args.report)
+    print(f"{args.out}: {len(utterances)} utterances, {sum(u.duration for u in utterances) / 3600:.2f} h; {report.summary()}")
+
+
+def _synth_mini(args):
+    from speechkit.data.mini import synth_mini
+
+    synth_mini(args.out, seed=args.seed, books_dir=args.books, train_hours=args.train_hours,
+               dev_minutes=args.dev_minutes, test_minutes=args.test_minutes, jobs=args.jobs)
