@@ -28,6 +28,10 @@ def register(commands, groups):
     p.add_argument("--dev-minutes", type=float, default=10.0)
     p.add_argument("--test-minutes", type=float, default=10.0)
     p.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel synthesis processes")
+    p.add_argument("--speakers", type=int, nargs=3, default=(40, 8, 8), metavar=("TRAIN", "DEV", "TEST"),
+                   help="synthetic speakers per split")
+    p.add_argument("--flite-fraction", type=float, default=0.25, help="share of flite speakers in each split")
+    p.add_argument("--max-words", type=int, default=20, help="longest sentence kept, in words")
     p.set_defaults(func=_synth_mini)
 
 
@@ -42,5 +46,11 @@ def _import_librispeech(args):
 def _synth_mini(args):
     from speechkit.data.mini import synth_mini
 
-    synth_mini(args.out, seed=args.seed, books_dir=args.books, train_hours=args.train_hours,
-               dev_minutes=args.dev_minutes, test_minutes=args.test_minutes, jobs=args.jobs)
+    summary = synth_mini(args.out, seed=args.seed, books_dir=args.books, train_hours=args.train_hours,
+                         dev_minutes=args.dev_minutes, test_minutes=args.test_minutes, jobs=args.jobs,
+                         train_speakers=args.speakers[0], dev_speakers=args.speakers[1], test_speakers=args.speakers[2],
+                         flite_fraction=args.flite_fraction, max_words=args.max_words)
+    for split, stats in summary["splits"].items():
+        print(f"{args.out}/{split}: {stats['utterances']} utterances, {stats['speakers']} speakers, "
+              f"{stats['seconds'] / 60:.1f} min (mean {stats['mean_seconds']:.2f} s)")
+    print(f"{args.out}: {summary['failures']['count']} synthesis failures; lm_text.txt has {summary['lm_text']['sentences']} sentences")
