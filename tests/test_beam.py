@@ -51,6 +51,13 @@ def test_beam_round_trips_space_apostrophe_and_repeats(text):
         decoder.close()
 
 
+def test_greedy_decoder_is_the_best_path():
+    decoder = build_decoder(None, VOCAB)
+    assert decoder.decode_batch([kat(), frames(list("DON'T STOP"), VOCAB)]) == ["THE KAT SAT", "DON'T STOP"]
+    with pytest.raises(ConfigError, match=r"\[frames, 29\]"):
+        decoder.decode(np.zeros((4, 30), np.float32))
+
+
 def test_lm_turns_a_non_word_into_the_word(lm_dir):
     log_probs = kat()
     best_path = "".join(VOCAB.labels[i] for i in log_probs.argmax(axis=1))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from speechkit.asr import lm as lm_mod
-from speechkit.asr.lm import KenLMError, build_lm, load_lm_info, perplexity, read_unigrams, tune_alpha_beta
+from speechkit.asr.lm import (KenLMError, build_lm, dev_log_probs, load_lm_info, perplexity, read_unigrams,
+                             tune_alpha_beta, tune_run)
 from speechkit.errors import ConfigError, TextError
 from speechkit.text import Vocabulary
 
@@ -199,3 +200,61 @@ def test_cli_build(tmp_path, lm_dir, capsys):
     bad.write_text("123\n", encoding="utf-8")
     assert main(["lm", "build", "--text", str(bad), "--out", str(tmp_path / "x")]) == 1
     assert "normalisation" in capsys.readouterr().err
+
+
+class FakeRecognizer:
+    """Stands in for a trained model: maps an utterance's sample count to fixed log-probs."""
+
+    def __init__(self, specs):
+        self.vocabulary = Vocabulary()
+        self.specs = specs
+        self.calls = 0
+
+    def log_probs(self, audios):
+        self.calls += 1
+        return [frames(self.specs[len(a)], self.vocabulary) for a in audios]
+
+
+def _write_dev(tmp_path, texts_and_lengths):
+    from speechkit.audio import save
+    from speechkit.data.manifest import Utterance, write_manifest
+
+    utterances = []
+    for i, (text, samples) in enumerate(texts_and_lengths):
+        path = tmp_path / f"u{i}.wav"
+        save(path, np.full(samples, 0.01 * (i + 1), np.float32))
+        utterances.append(Utterance(id=f"u{i}", audio=str(path), duration=samples / 16000, text=text, speaker="s"))
+    manifest = tmp_path / "dev.jsonl"
+    write_manifest(str(manifest), utterances)
+    return str(manifest)
+
+
+def test_tune_run_caches_log_probs_and_writes_decode_yaml(tmp_path, lm_dir):
+    from speechkit.asr.beam import load_decode_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"weights v1")
+    fake = FakeRecognizer({1600: ["T", "H", "E", " ", {"H": 0.55, "C": 0.4}, "A", "T", " ", "S", "A", "T"],
+                           2400: list("THE DOG RAN")})
+    manifest = _write_dev(tmp_path, [("THE CAT SAT", 1600), ("THE DOG RAN", 2400)])
+    report = tune_run(str(run), lm_dir=lm_dir, manifest=manifest, alphas=[0.0, 1.0], betas=[0.5],
+                      beam_width=16, recognizer=fake)
+    assert fake.calls == 1
+    assert report["greedy"]["wer"] == pytest.approx(1 / 6)
+    assert report["beam_no_lm"]["wer"] == pytest.approx(1 / 6)
+    assert report["best"] == {"alpha": 1.0, "beta": 0.5, "wer": 0.0, "cer": 0.0}
+    assert json.loads((run / "decode_tuning.json").read_text())["grid"] == report["grid"]
+    config = load_decode_config(str(run))
+    assert (config.decoder, config.alpha, config.beta, config.beam_width) == ("beam", 1.0, 0.5, 16)
+    assert config.lm == os.path.abspath(lm_dir)
+
+    cached, _ = dev_log_probs(str(run), manifest, recognizer=fake)
+    assert fake.calls == 1
+    np.testing.assert_array_equal(cached[1], frames(list("THE DOG RAN"), fake.vocabulary))
+    (run / "model.keras").write_bytes(b"weights v2, retrained")
+    dev_log_probs(str(run), manifest, recognizer=fake)
+    assert fake.calls == 2
+    manifest = _write_dev(tmp_path, [("THE DOG RAN", 2400)])
+    again, utterances = dev_log_probs(str(run), manifest, recognizer=fake)
+    assert fake.calls == 3 and len(again) == 1 and utterances[0].text == "THE DOG RAN"

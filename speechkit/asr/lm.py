@@ -552,21 +552,30 @@ def dev_log_probs(run_dir, manifest, *, recognizer=None, batch_size=16):
 
 
 def tune_run(run_dir, *, lm_dir, manifest, alphas=DEFAULT_ALPHAS, betas=DEFAULT_BETAS, beam_width=64,
-             processes=1):
+             processes=1, recognizer=None):
     """Tune alpha and beta for a trained run on a dev manifest and store them in ``RUN/decode.yaml``.
 
     Also writes ``RUN/decode_tuning.json`` with the whole grid and the greedy and LM-free beam WER
     on the same data, so the LM's contribution is on record. A best LM WER above the greedy WER is
     logged as a warning: it means the grid, the LM or its vocabulary needs attention.
 
+    Args:
+        run_dir: str, a trained run.
+        lm_dir: str, an LM directory from ``build_lm``.
+        manifest: str, the dev manifest.
+        alphas, betas, beam_width, processes: as for ``tune_alpha_beta``.
+        recognizer: optional Recognizer already loaded from ``run_dir``.
+
     Returns:
         dict, the tuning report (also written to ``decode_tuning.json``).
     """
     from speechkit.asr.beam import DecodeConfig, build_decoder, save_decode_config
-    from speechkit.asr.inference import load_run
 
     lm_files(lm_dir)
-    recognizer = load_run(run_dir)
+    if recognizer is None:
+        from speechkit.asr.inference import load_run
+
+        recognizer = load_run(run_dir)
     log_probs, utterances = dev_log_probs(run_dir, manifest, recognizer=recognizer)
     references = [u.text for u in utterances]
     vocabulary = recognizer.vocabulary
