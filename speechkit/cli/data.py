@@ -34,6 +34,18 @@ def register(commands, groups):
     p.add_argument("--max-words", type=int, default=20, help="longest sentence kept, in words")
     p.set_defaults(func=_synth_mini)
 
+    p = add_defaults_help(data.add_parser("combine", help="concatenate manifests, optionally keeping some speakers or hours"))
+    p.add_argument("manifests", nargs="+", help="input JSONL manifests")
+    p.add_argument("--out", required=True, help="manifest to write")
+    p.add_argument("--speakers", default=None, help="comma-separated speaker ids to keep (default: all)")
+    p.add_argument("--max-hours", type=float, default=None, help="keep utterances in order until this much audio")
+    p.set_defaults(func=_combine)
+
+    p = add_defaults_help(data.add_parser("text", help="write the transcripts of manifests, one per line (LM text)"))
+    p.add_argument("manifests", nargs="+", help="input JSONL manifests")
+    p.add_argument("--out", required=True, help="text file to write")
+    p.set_defaults(func=_text)
+
 
 def _import_librispeech(args):
     from speechkit.data.librispeech import import_librispeech
@@ -54,3 +66,28 @@ def _synth_mini(args):
         print(f"{args.out}/{split}: {stats['utterances']} utterances, {stats['speakers']} speakers, "
               f"{stats['seconds'] / 60:.1f} min (mean {stats['mean_seconds']:.2f} s)")
     print(f"{args.out}: {summary['failures']['count']} synthesis failures; lm_text.txt has {summary['lm_text']['sentences']} sentences")
+
+
+def _combine(args):
+    from speechkit.data.manifest import read_manifest, write_manifest
+
+    keep = set(args.speakers.split(",")) if args.speakers else None
+    limit = float("inf") if args.max_hours is None else args.max_hours * 3600
+    candidates = [u for path in args.manifests for u in read_manifest(path) if keep is None or u.speaker in keep]
+    utterances, seconds = [], 0.0
+    for utt in candidates:
+        if seconds + utt.duration > limit:
+            break
+        utterances.append(utt)
+        seconds += utt.duration
+    write_manifest(args.out, utterances)
+    print(f"{args.out}: {len(utterances)} utterances, {seconds / 3600:.2f} h")
+
+
+def _text(args):
+    from speechkit.config import atomic_write_text
+    from speechkit.data.manifest import read_manifest
+
+    lines = [utt.text for path in args.manifests for utt in read_manifest(path)]
+    atomic_write_text(args.out, "".join(line + "\n" for line in lines))
+    print(f"{args.out}: {len(lines)} lines")

@@ -1,0 +1,58 @@
+# Shared stages 3-10 of the speechkit recipes (sourced, not run). A corpus recipe sets these variables,
+# runs its own stages 1-2 (corpus and manifests), then calls `run_model_stages`:
+#   stage stop_stage exp            stage range and experiment folder
+#   train dev test                  manifests; test may list several, space-separated (first one is reported)
+#   lm_text lm_order lm_args        LM text file, n-gram order, extra `speechkit lm build` flags (array)
+#   asr_config asr_budget asr_args  ASR preset, training time budget in minutes, extra `train asr` flags (array)
+#   tune_args                       extra `speechkit lm tune` flags (array)
+#   vocoder_config vocoder_train vocoder_budget vocode_limit
+
+log() { printf '%s (%s:%s) %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S)" "$(basename "${BASH_SOURCE[1]}")" "${BASH_LINENO[0]}" "$*"; }
+stage_enabled() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+run_model_stages() {
+  local first_test=${test%% *}
+  if stage_enabled 3; then
+    log "Stage 3: build the KenLM language model: $lm_text -> $exp/lm"
+    [ -s "$exp/lm/lm.json" ] || speechkit lm build --text "$lm_text" --order "$lm_order" --out "$exp/lm" "${lm_args[@]}"
+  fi
+  if stage_enabled 4; then
+    log "Stage 4: train $(basename "$asr_config" .yaml) for at most $asr_budget min: $train -> $exp/asr"
+    [ -f "$exp/asr/DONE" ] || speechkit train asr --config "$asr_config" --train "$train" --dev "$dev" \
+      --out "$exp/asr" --time-budget "$asr_budget" "${asr_args[@]}"
+  fi
+  if stage_enabled 5; then
+    log "Stage 5: tune alpha and beta on dev: $exp/asr + $exp/lm -> $exp/asr/decode.yaml"
+    [ -s "$exp/asr/decode.yaml" ] || speechkit lm tune "$exp/asr" --lm "$exp/lm" --dev "$dev" "${tune_args[@]}"
+  fi
+  if stage_enabled 6; then
+    local manifest name
+    for manifest in $test; do
+      name=$(basename "$manifest" .jsonl)
+      log "Stage 6: evaluate greedy, beam, beam + LM: $manifest -> $exp/eval/$name/{greedy,beam,beam_lm}"
+      [ -s "$exp/eval/$name/greedy/report.json" ] || speechkit eval "$exp/asr" --manifest "$manifest" --out "$exp/eval/$name/greedy" --decoder greedy
+      [ -s "$exp/eval/$name/beam/report.json" ] || speechkit eval "$exp/asr" --manifest "$manifest" --out "$exp/eval/$name/beam" --decoder beam --lm none
+      [ -s "$exp/eval/$name/beam_lm/report.json" ] || speechkit eval "$exp/asr" --manifest "$manifest" --out "$exp/eval/$name/beam_lm" --decoder beam --lm "$exp/lm"
+    done
+  fi
+  if stage_enabled 7; then
+    log "Stage 7: train $(basename "$vocoder_config" .yaml) for at most $vocoder_budget min: $vocoder_train -> $exp/vocoder"
+    [ -f "$exp/vocoder/DONE" ] || speechkit train vocoder --config "$vocoder_config" --train "$vocoder_train" \
+      --out "$exp/vocoder" --time-budget "$vocoder_budget"
+  fi
+  if stage_enabled 8; then
+    log "Stage 8: copy-synthesis and ASR round trip: $first_test -> $exp/vocoder_eval"
+    [ -s "$exp/vocoder_eval/report.json" ] || speechkit eval-vocoder "$exp/vocoder" --manifest "$first_test" \
+      --out "$exp/vocoder_eval" --limit "$vocode_limit" --asr "$exp/asr"
+  fi
+  if stage_enabled 9; then
+    log "Stage 9: export and check both SavedModels: $exp/{asr,vocoder} -> $exp/export/{asr,vocoder}"
+    [ -s "$exp/export/asr/saved_model.pb" ] || speechkit export asr "$exp/asr" --out "$exp/export/asr"
+    [ -s "$exp/export/vocoder/saved_model.pb" ] || speechkit export vocoder "$exp/vocoder" --out "$exp/export/vocoder"
+    speechkit export check "$exp/export" --manifest "$first_test" --asr-run "$exp/asr" --vocoder-run "$exp/vocoder"
+  fi
+  if stage_enabled 10; then
+    log "Stage 10: write the report: $exp -> $exp/report.md, $exp/report.html"
+    speechkit report "$exp" --test "$first_test"
+  fi
+}
