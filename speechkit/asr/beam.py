@@ -13,6 +13,7 @@ a log-softmax to its input unless the rows sum to one; log-softmax is idempotent
 probabilities, so the model's log-probs are passed through unchanged.
 """
 
+import argparse
 import dataclasses
 import logging
 import multiprocessing
@@ -276,17 +277,19 @@ def save_decode_config(run_dir, config):
 def add_decoder_arguments(parser):
     """Add ``--decoder --lm --alpha --beta --beam-width --hotwords --hotword-weight`` to ``parser``.
 
-    Every option defaults to None, meaning "as in RUN/decode.yaml, else greedy", so a tuned run
-    decodes with its tuned settings unless told otherwise.
+    An option left out is absent from the namespace (``argparse.SUPPRESS``), meaning "as in
+    RUN/decode.yaml, else greedy", so a tuned run decodes with its tuned settings unless told otherwise.
     """
     group = parser.add_argument_group("decoding (defaults: RUN/decode.yaml from 'speechkit lm tune', else greedy)")
-    group.add_argument("--decoder", choices=_DECODERS, default=None, help="greedy or beam search")
-    group.add_argument("--lm", default=None, help="LM directory from 'speechkit lm build' (implies --decoder beam)")
-    group.add_argument("--alpha", type=float, default=None, help="LM weight")
-    group.add_argument("--beta", type=float, default=None, help="word insertion bonus")
-    group.add_argument("--beam-width", type=int, default=None, help="beams kept per frame")
-    group.add_argument("--hotwords", default=None, help="comma-separated words or phrases to boost (implies beam)")
-    group.add_argument("--hotword-weight", type=float, default=None, help="log-score bonus per hotword")
+    group.add_argument("--decoder", choices=_DECODERS, default=argparse.SUPPRESS, help="greedy or beam search")
+    group.add_argument("--lm", default=argparse.SUPPRESS,
+                       help="LM directory from 'speechkit lm build' (implies --decoder beam)")
+    group.add_argument("--alpha", type=float, default=argparse.SUPPRESS, help="LM weight")
+    group.add_argument("--beta", type=float, default=argparse.SUPPRESS, help="word insertion bonus")
+    group.add_argument("--beam-width", type=int, default=argparse.SUPPRESS, help="beams kept per frame")
+    group.add_argument("--hotwords", default=argparse.SUPPRESS,
+                       help="comma-separated words or phrases to boost (implies beam)")
+    group.add_argument("--hotword-weight", type=float, default=argparse.SUPPRESS, help="log-score bonus per hotword")
     return parser
 
 

@@ -60,7 +60,8 @@ def _tune(args):
     best = report["best"]
     print("| decoder | WER | CER |\n|---|---|---|")
     print(f"| greedy | {report['greedy']['wer']:.2%} | {report['greedy']['cer']:.2%} |")
-    print(f"| beam {report['beam_width']}, no LM | {report['beam_no_lm']['wer']:.2%} | {report['beam_no_lm']['cer']:.2%} |")
+    no_lm = report["beam_no_lm"]
+    print(f"| beam {report['beam_width']}, no LM | {no_lm['wer']:.2%} | {no_lm['cer']:.2%} |")
     print(f"| beam {report['beam_width']} + LM (alpha {best['alpha']:g}, beta {best['beta']:g}) | "
           f"{best['wer']:.2%} | {best['cer']:.2%} |")
     print(f"wrote {report['decode_yaml']} ({report['utterances']} dev utterances)")
