@@ -1,0 +1,218 @@
+"""Vocoder training data: audio held in memory, random windows with their aligned mel frames.
+
+Each training example is a window of ``frames * hop`` samples starting on a frame boundary, its
+mu-law targets, the teacher-forcing input (the same samples shifted by one, with the real sample
+before the window when there is one), and the ``frames + 2 * context`` conditioning frames that
+``speechkit.vocoder.wavenet.conditioning_mel`` gives for that span of the whole utterance. The
+frames are computed in the pipeline by the shared front end, from an audio segment wide enough that
+no frame sees the segment's edge, so a window's mel equals the full utterance's mel bit for bit
+(``tests/test_wavenet_data.py``).
+
+Batch ``s`` is a pure function of ``(seed, s)``, so a resumed run sees exactly the batches an
+uninterrupted run would have seen.
+"""
+
+import dataclasses
+import glob
+import logging
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from speechkit import audio as audio_io
+from speechkit.data.manifest import SkipReport, read_manifest
+from speechkit.errors import AudioError, SpeechkitError
+from speechkit.frontend import log_mel, mu_law_encode
+from speechkit.vocoder.wavenet import network_input, silence_class
+
+__all__ = ["AudioCorpus", "load_corpus", "corpus_from_manifest", "corpus_from_dir", "WindowSampler",
+           "window_dataset"]
+
+logger = logging.getLogger(__name__)
+
+_AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+@dataclasses.dataclass
+class AudioCorpus:
+    """Training audio in memory as 16-bit PCM (lossless for 16-bit sources, half the memory of float32).
+
+    Attributes:
+        ids: list of str, one per utterance.
+        audios: list of int16 [samples].
+        speakers: int32 [utterances], index into ``speaker_names``.
+        speaker_names: list of str, sorted.
+        skipped: SkipReport, what was left out and why.
+    """
+
+    ids: list
+    audios: list
+    speakers: np.ndarray
+    speaker_names: list
+    skipped: SkipReport
+
+    @property
+    def total_samples(self):
+        return int(sum(len(a) for a in self.audios))
+
+    def audio(self, index):
+        """Utterance ``index`` as float32 [samples] in [-1, 1]."""
+        return self.audios[index].astype(np.float32) / 32768.0
+
+
+def load_corpus(items, *, sample_rate, min_samples, source):
+    """Load ``(id, path, speaker)`` items; unreadable or too short files are skipped and counted.
+
+    Raises:
+        SpeechkitError: nothing usable remains (the message gives the skip counts).
+    """
+    report = SkipReport()
+    ids, audios, names = [], [], []
+    for utt_id, path, speaker in tqdm(items, desc=f"load {os.path.basename(source)}", unit="file"):
+        try:
+            audio = audio_io.load(path, sample_rate=sample_rate)
+        except AudioError as err:
+            report.add("unreadable", path, err)
+            continue
+        if len(audio) < min_samples:
+            report.add("too_short", path, f"{len(audio)} samples < {min_samples}")
+            continue
+        ids.append(utt_id)
+        audios.append(np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16))
+        names.append(speaker)
+    if not audios:
+        raise SpeechkitError(f"{source}: no usable audio ({report.summary()})")
+    speaker_names = sorted(set(names))
+    index = {name: i for i, name in enumerate(speaker_names)}
+    speakers = np.array([index[n] for n in names], np.int32)
+    logger.info("%s: %d utterances, %.2f h, %d speakers; %s", source, len(audios),
+                sum(len(a) for a in audios) / sample_rate / 3600, len(speaker_names), report.summary())
+    return AudioCorpus(ids, audios, speakers, speaker_names, report)
+
+
+def corpus_from_manifest(path, *, sample_rate, min_samples):
+    """Corpus from a JSONL manifest; bad manifest lines are skipped and counted too."""
+    report = SkipReport()
+    utterances = read_manifest(path, skip_report=report)
+    corpus = load_corpus([(u.id, u.audio, u.speaker) for u in utterances], sample_rate=sample_rate,
+                         min_samples=min_samples, source=path)
+    for reason, items in report.items.items():
+        corpus.skipped.items[reason].extend(items)
+    return corpus
+
+
+def corpus_from_dir(root, *, sample_rate, min_samples):
+    """Corpus from every wav, flac and ogg file under ``root``; the speaker is the first sub-folder name."""
+    if not os.path.isdir(root):
+        raise SpeechkitError(f"{root}: audio folder does not exist")
+    paths = sorted(p for p in glob.glob(os.path.join(root, "**", "*"), recursive=True)
+                   if p.lower().endswith(_AUDIO_EXTENSIONS) and os.path.isfile(p))
+    if not paths:
+        raise SpeechkitError(f"{root}: no {'/'.join(_AUDIO_EXTENSIONS)} files found")
+    items = []
+    for p in paths:
+        rel = os.path.relpath(p, root)
+        parts = rel.split(os.sep)
+        items.append((os.path.splitext(rel)[0], p, parts[0] if len(parts) > 1 else "."))
+    return load_corpus(items, sample_rate=sample_rate, min_samples=min_samples, source=root)
+
+
+class WindowSampler:
+    """Random frame-aligned windows, deterministic in ``(seed, step)``.
+
+    Utterances are drawn in proportion to their number of possible windows, so every second of
+    audio is about equally likely to be seen.
+
+    Args:
+        corpus: AudioCorpus.
+        frontend: FrontendConfig (``kind="mel"``).
+        window_frames: int > 0, window length in frames (``window_frames * hop`` samples).
+        context: int >= 0, extra conditioning frames each side.
+        batch_size: int > 0.
+        seed: int.
+    """
+
+    def __init__(self, corpus, *, frontend, window_frames, context, batch_size, seed):
+        self.corpus = corpus
+        self.frontend = frontend
+        self.hop = frontend.hop_length
+        self.window_frames = window_frames
+        self.window = window_frames * self.hop
+        self.context = context
+        self.batch_size = batch_size
+        self.seed = seed
+        self.edge = math.ceil((frontend.mel_frame_length // 2) / self.hop)
+        self.segment = (window_frames + 2 * context + 2 * self.edge) * self.hop
+        starts = np.array([(len(a) - self.window) // self.hop + 1 for a in corpus.audios], np.float64)
+        if np.any(starts < 1):
+            raise SpeechkitError(f"utterances shorter than the {self.window}-sample window are in the corpus")
+        self.num_starts = starts.astype(np.int64)
+        self.weights = starts / starts.sum()
+
+    def batch(self, step):
+        """Batch ``step`` as numpy arrays.
+
+        Returns:
+            dict: ``segment`` float32 [B, segment] (audio for the mel, zero outside the utterance),
+            ``prev`` int32 [B, window] (input classes), ``target`` int32 [B, window],
+            ``speaker`` int32 [B], ``utterance`` int32 [B], ``start`` int32 [B] (first frame).
+        """
+        rng = np.random.default_rng([self.seed, int(step)])
+        utts = rng.choice(len(self.corpus.audios), size=self.batch_size, p=self.weights)
+        segment = np.zeros((self.batch_size, self.segment), np.float32)
+        window = np.zeros((self.batch_size, self.window + 1), np.float32)
+        starts = np.zeros(self.batch_size, np.int32)
+        has_prev = np.zeros(self.batch_size, bool)
+        for row, u in enumerate(utts):
+            audio = self.corpus.audio(u)
+            k = int(rng.integers(self.num_starts[u]))
+            starts[row] = k
+            s0 = (k - self.context - self.edge) * self.hop
+            lo, hi = max(s0, 0), min(s0 + self.segment, len(audio))
+            segment[row, lo - s0:hi - s0] = audio[lo:hi]
+            w0 = k * self.hop - 1
+            has_prev[row] = w0 >= 0
+            window[row, max(-w0, 0):] = audio[max(w0, 0):w0 + self.window + 1]
+        classes = mu_law_encode(window, self.frontend.mu).numpy()
+        classes[~has_prev, 0] = silence_class(self.frontend)
+        return {"segment": segment, "prev": classes[:, :-1], "target": classes[:, 1:],
+                "speaker": self.corpus.speakers[utts].astype(np.int32), "utterance": utts.astype(np.int32),
+                "start": starts}
+
+    def conditioning(self, segment):
+        """Mel frames of a segment batch: float32 [B, window_frames + 2 * context, n_mels]."""
+        mel = log_mel(segment, config=self.frontend)
+        return mel[:, self.edge:self.edge + self.window_frames + 2 * self.context]
+
+
+def window_dataset(sampler, *, model_config, start_step=0):
+    """Infinite ``tf.data.Dataset`` of ``(inputs, targets)`` batches starting at batch ``start_step``.
+
+    ``inputs`` holds ``"audio"`` (teacher-forcing input), and ``"mel"`` and ``"speaker"`` when the
+    model uses them; ``targets`` is int32 [B, window].
+    """
+    batch, window, segment = sampler.batch_size, sampler.window, sampler.segment
+
+    def generate():
+        step = start_step
+        while True:
+            b = sampler.batch(step)
+            yield b["segment"], b["prev"], b["target"], b["speaker"]
+            step += 1
+
+    spec = (tf.TensorSpec([batch, segment], tf.float32), tf.TensorSpec([batch, window], tf.int32),
+            tf.TensorSpec([batch, window], tf.int32), tf.TensorSpec([batch], tf.int32))
+
+    def to_model(segment, prev, target, speaker):
+        inputs = {"audio": network_input(prev, config=model_config, frontend=sampler.frontend)}
+        if model_config.conditioning == "mel":
+            inputs["mel"] = sampler.conditioning(segment)
+        if model_config.num_speakers:
+            inputs["speaker"] = speaker
+        return inputs, target
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
+    return dataset.map(to_model, num_parallel_calls=1).prefetch(2)

@@ -1,0 +1,347 @@
+"""Cached incremental WaveNet generation: an in-graph TensorFlow loop, priming, and the ``Vocoder`` API.
+
+Paine et al., "Fast Wavenet Generation Algorithm" (2016): every layer keeps a queue of its past
+inputs, so one new sample costs O(layers) instead of a pass over the whole receptive field. The
+loop here is a ``tf.while_loop`` over ``WaveNet.step`` (XLA-compiled by default) that can be saved
+in a SavedModel (``VocoderModule``); ``speechkit.vocoder.fast.FastWaveNet`` runs the same algorithm
+on the same state layout, faster, on a CPU thread.
+
+Sampling is by inverse CDF from caller-supplied uniform noise, ``class = #{c : cdf_c < u * total}``
+over ``softmax(logits / temperature)``, and temperature 0 takes the argmax, so both back ends draw
+identical samples from identical noise. ``Vocoder`` draws the noise of utterance ``i`` from
+``numpy.random.default_rng([seed, i])``: an utterance's output does not depend on its batch.
+"""
+
+import json
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from speechkit import audio as audio_io
+from speechkit.config import load_yaml
+from speechkit.errors import ConfigError, SpeechkitError
+from speechkit.frontend import mu_law_decode, mu_law_encode
+from speechkit.vocoder.wavenet import WaveNet, conditioning_mel, silence_class
+
+__all__ = [
+    "sample_from_logits",
+    "TFGenerator",
+    "VocoderModule",
+    "Vocoder",
+    "load_vocoder",
+    "BACKENDS",
+]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("fast", "tf")
+
+
+def sample_from_logits(logits, noise, temperature):
+    """Draw classes by inverse CDF; ``temperature == 0`` gives the argmax.
+
+    Args:
+        logits: float32 [batch, classes].
+        noise: float32 [batch], uniform in [0, 1).
+        temperature: float32 scalar >= 0.
+
+    Returns:
+        int32 [batch].
+    """
+    classes = tf.shape(logits)[-1]
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    scaled = (logits - tf.reduce_max(logits, axis=-1, keepdims=True)) / tf.maximum(temperature, 1e-6)
+    cdf = tf.cumsum(tf.exp(scaled), axis=-1)
+    threshold = noise[:, tf.newaxis] * cdf[:, -1:]
+    drawn = tf.minimum(tf.reduce_sum(tf.cast(cdf < threshold, tf.int32), axis=-1), classes - 1)
+    return tf.where(temperature > 0, drawn, greedy)
+
+
+class TFGenerator:
+    """The cached generation loop in TensorFlow, one compiled function per model.
+
+    Mel conditioning is projected for every layer once, one frame block at a time (outer loop
+    over blocks of ``hop`` samples, inner loop over samples), so memory stays bounded for long
+    utterances.
+
+    Args:
+        model: a built WaveNet.
+        jit_compile: bool, compile the loop with XLA.
+    """
+
+    def __init__(self, model, *, jit_compile=True):
+        self.model = model
+        self.jit_compile = jit_compile
+        self._fn = tf.function(self._loop, jit_compile=jit_compile, reduce_retracing=True)
+
+    def _loop(self, x_first, buffer, time, noise, temperature, cond, speaker_vector):
+        model = self.model
+        batch = tf.shape(noise)[0]
+        chunk = model.config.hop_length if cond is not None else 1
+        total = tf.shape(noise)[1]
+        n_chunks = (total + chunk - 1) // chunk
+        padded = n_chunks * chunk
+        noise = tf.pad(noise, [[0, 0], [0, padded - total]])
+        if cond is not None:
+            cond = tf.pad(cond[:, :total], [[0, 0], [0, padded - total], [0, 0]])
+        const_bias = None
+        if cond is None and speaker_vector is not None:
+            const_bias = model.conditioning_bias(None, speaker_vector)[:, 0]
+        out = tf.TensorArray(tf.int32, size=total, element_shape=tf.TensorShape([None]))
+
+        def outer(c, x, buf, t, out):
+            if cond is not None:
+                block = tf.slice(cond, [0, c * chunk, 0], [batch, chunk, tf.shape(cond)[2]])
+                bias = model.conditioning_bias(block, speaker_vector)
+            else:
+                bias = None
+
+            def inner(j, x, buf, t, out):
+                bias_t = bias[:, j] if bias is not None else const_bias
+                logits, state = model.step(model.input_from_classes(x), {"buffer": buf, "time": t}, bias_t)
+                i = c * chunk + j
+                sample = sample_from_logits(logits, noise[:, i], temperature)
+                return j + 1, sample, state["buffer"], state["time"], out.write(i, sample)
+
+            _, x, buf, t, out = tf.while_loop(lambda j, *_: tf.logical_and(j < chunk, c * chunk + j < total), inner,
+                                              (0, x, buf, t, out))
+            return c + 1, x, buf, t, out
+
+        _, _, buffer, time, out = tf.while_loop(lambda c, *_: c < n_chunks, outer,
+                                                (0, x_first, buffer, time, out))
+        return tf.transpose(out.stack()), buffer, time
+
+    def run(self, x_first, state, num_samples, *, noise, temperature=1.0, cond=None, speaker_vector=None):
+        """Generate ``num_samples`` samples; same arguments and result as ``FastWaveNet.run``."""
+        batch = int(state["buffer"].shape[1])
+        noise = tf.reshape(tf.convert_to_tensor(noise, tf.float32), [batch, num_samples])
+        cond = None if cond is None else tf.convert_to_tensor(cond, tf.float32)[:, :num_samples]
+        speaker_vector = None if speaker_vector is None else tf.convert_to_tensor(speaker_vector, tf.float32)
+        classes, buffer, time = self._fn(tf.reshape(tf.cast(x_first, tf.int32), [batch]),
+                                         tf.convert_to_tensor(state["buffer"], tf.float32),
+                                         tf.convert_to_tensor(state["time"], tf.int32), noise,
+                                         tf.constant(float(temperature), tf.float32), cond, speaker_vector)
+        return classes.numpy(), {"buffer": buffer.numpy(), "time": int(time)}
+
+
+class VocoderModule(tf.Module):
+    """A SavedModel-ready vocoder: waveform in, copy-synthesised waveform out, all in one graph.
+
+    The front end, the upsampling and the cached loop are TensorFlow ops, so the exported model
+    needs nothing but TensorFlow.
+
+    Args:
+        model: a built, mel-conditioned WaveNet without speakers.
+        jit_compile: bool.
+    """
+
+    def __init__(self, model, *, jit_compile=True):
+        super().__init__()
+        if model.upsampler is None or model.speaker_embedding is not None:
+            raise ConfigError("VocoderModule needs a mel-conditioned WaveNet without speaker conditioning")
+        self.model = model
+        self._generator = TFGenerator(model, jit_compile=jit_compile)
+        self.vocode = tf.function(self._vocode, input_signature=[
+            tf.TensorSpec([None], tf.float32, name="audio"),
+            tf.TensorSpec([], tf.int32, name="seed"),
+            tf.TensorSpec([], tf.float32, name="temperature")])
+
+    def _vocode(self, audio, seed, temperature):
+        model = self.model
+        n = tf.shape(audio)[0]
+        mel = conditioning_mel(audio[tf.newaxis], frontend=model.frontend, context=model.config.cond_context)
+        cond = model.upsample(mel)[:, :n]
+        noise = tf.random.stateless_uniform([1, n], seed=tf.stack([seed, 0]))
+        state = model.initial_state(1)
+        x_first = tf.fill([1], tf.constant(silence_class(model.frontend), tf.int32))
+        classes, _, _ = self._generator._fn(x_first, state["buffer"], state["time"], noise, temperature, cond, None)
+        return mu_law_decode(classes[0], model.frontend.mu)
+
+
+class Vocoder:
+    """A trained WaveNet ready for copy synthesis and free-running generation.
+
+    Args:
+        model: a built WaveNet.
+        speakers: list of str, speaker names in embedding order (speaker-conditioned models).
+        run_dir: str or None, where the model came from (for messages).
+    """
+
+    def __init__(self, model, *, speakers=None, run_dir=None):
+        self.model = model
+        self.config = model.config
+        self.frontend = model.frontend
+        self.speakers = list(speakers or [])
+        self.run_dir = run_dir
+        self._fast = None
+        self._tf = None
+
+    def _backend(self, name):
+        if name == "fast":
+            if self._fast is None:
+                from speechkit.vocoder.fast import FastWaveNet
+
+                self._fast = FastWaveNet(self.model)
+            return self._fast
+        if name == "tf":
+            if self._tf is None:
+                self._tf = TFGenerator(self.model)
+            return self._tf
+        raise ConfigError(f"backend must be one of {BACKENDS}, received: {name!r}")
+
+    def speaker_index(self, speaker):
+        """Embedding row for ``speaker`` (a name from training, or an int index as int or str)."""
+        if self.model.speaker_embedding is None:
+            if speaker is not None:
+                raise ConfigError(f"{self.run_dir}: this model has no speaker conditioning; drop --speaker")
+            return None
+        if speaker is None:
+            raise ConfigError(f"{self.run_dir}: this model is speaker-conditioned; give a speaker "
+                              f"(one of {self.speakers[:10]}{'...' if len(self.speakers) > 10 else ''} or an index)")
+        if str(speaker) in self.speakers:
+            return self.speakers.index(str(speaker))
+        try:
+            index = int(speaker)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.run_dir}: unknown speaker {speaker!r}; known: {self.speakers[:10]}") from None
+        if not 0 <= index < self.config.num_speakers:
+            raise ConfigError(f"{self.run_dir}: speaker index {index} outside [0, {self.config.num_speakers})")
+        return index
+
+    def _speaker_vector(self, speaker, batch):
+        index = self.speaker_index(speaker)
+        if index is None:
+            return None
+        return self.model.speaker_vector(np.full([batch], index, np.int32)).numpy()
+
+    def conditioning(self, audio):
+        """Upsampled conditioning float32 [samples, cond_channels] for one waveform (the front end's mel)."""
+        audio = audio_io.valid_audio(audio)
+        mel = conditioning_mel(audio[np.newaxis], frontend=self.frontend, context=self.config.cond_context)
+        return self.model.upsample(mel)[0, :len(audio)].numpy()
+
+    def vocode(self, audios, *, temperature=1.0, seed=0, speaker=None, backend="fast", batch_size=8,
+               progress=False):
+        """Copy synthesis: resynthesise each waveform from its own log-mel.
+
+        Args:
+            audios: list of float32 [samples] at the front end's rate.
+            temperature: float >= 0.
+            seed: int; utterance ``i`` draws its noise from ``default_rng([seed, i])``.
+            speaker: speaker name or index for speaker-conditioned models.
+            backend: ``"fast"`` (numba) or ``"tf"`` (compiled TensorFlow loop).
+            batch_size: int > 0, utterances generated together (sorted by length).
+            progress: bool, show a tqdm bar.
+
+        Returns:
+            list of float32 [samples] in [-1, 1], one per input, same lengths.
+        """
+        if self.model.upsampler is None:
+            raise ConfigError(f"{self.run_dir}: an unconditional model cannot vocode; use generate")
+        audios = [audio_io.valid_audio(a, source=f"utterance {i}") for i, a in enumerate(audios)]
+        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+        results = [None] * len(audios)
+        engine = self._backend(backend)
+        bar = tqdm(total=sum(len(a) for a in audios), unit="sample", unit_scale=True, disable=not progress,
+                   desc="vocode")
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            longest = max(len(audios[i]) for i in idx)
+            cond = np.zeros((len(idx), longest, self.config.cond_channels), np.float32)
+            noise = np.zeros((len(idx), longest), np.float32)
+            for row, i in enumerate(idx):
+                n = len(audios[i])
+                cond[row, :n] = self.conditioning(audios[i])
+                noise[row, :n] = np.random.default_rng([seed, i]).random(n, dtype=np.float32)
+            state = self.model.initial_state(len(idx))
+            x_first = np.full([len(idx)], silence_class(self.frontend), np.int64)
+            classes, _ = engine.run(x_first, state, longest, noise=noise, temperature=temperature, cond=cond,
+                                    speaker_vector=self._speaker_vector(speaker, len(idx)))
+            waves = mu_law_decode(classes, self.frontend.mu).numpy()
+            for row, i in enumerate(idx):
+                results[i] = waves[row, :len(audios[i])]
+            bar.update(sum(len(audios[i]) for i in idx))
+        bar.close()
+        return results
+
+    def prime(self, audio, *, batch_size=1, speaker=None):
+        """Feed a seed waveform through the full model; return ``(x_first, state)`` to continue from.
+
+        The seed is mu-law quantised as in training. The state equals the one reached by stepping
+        through the seed sample by sample.
+        """
+        if self.model.upsampler is not None:
+            raise ConfigError(f"{self.run_dir}: priming is for unconditional models; a mel-conditioned model "
+                              "follows its mel (use vocode)")
+        classes = mu_law_encode(audio_io.valid_audio(audio, source="prime"), self.frontend.mu).numpy()
+        classes = np.tile(classes[np.newaxis], [batch_size, 1])
+        inputs = {"audio": self.model.input_from_classes(_shift_right(classes, silence_class(self.frontend)))}
+        index = self.speaker_index(speaker)
+        if index is not None:
+            inputs["speaker"] = np.full([batch_size], index, np.int32)
+        _, state = self.model.prime(inputs)
+        return classes[:, -1].astype(np.int64), {k: v.numpy() for k, v in state.items()}
+
+    def generate(self, num_samples, *, prime=None, batch_size=1, temperature=1.0, seed=0, speaker=None,
+                 backend="fast"):
+        """Free-running generation from an unconditional (optionally speaker-conditioned) model.
+
+        Args:
+            num_samples: int > 0, samples to generate after the seed.
+            prime: optional float32 [samples] seed waveform; generation continues from its end.
+            batch_size: int > 0, independent streams (stream ``b`` uses ``default_rng([seed, b])``).
+            temperature, seed, speaker, backend: as for ``vocode``.
+
+        Returns:
+            float32 [batch_size, num_samples], the continuation only.
+        """
+        if self.model.upsampler is not None:
+            raise ConfigError(f"{self.run_dir}: this model is mel-conditioned; use vocode --mel-from")
+        if prime is not None:
+            x_first, state = self.prime(prime, batch_size=batch_size, speaker=speaker)
+        else:
+            x_first = np.full([batch_size], silence_class(self.frontend), np.int64)
+            state = {k: v.numpy() for k, v in self.model.initial_state(batch_size).items()}
+        noise = np.stack([np.random.default_rng([seed, b]).random(num_samples, dtype=np.float32)
+                          for b in range(batch_size)])
+        classes, _ = self._backend(backend).run(x_first, state, num_samples, noise=noise, temperature=temperature,
+                                                speaker_vector=self._speaker_vector(speaker, batch_size))
+        return mu_law_decode(classes, self.frontend.mu).numpy()
+
+
+def _shift_right(classes, first):
+    """Teacher-forcing input: position t holds class t-1, position 0 holds ``first``."""
+    classes = np.asarray(classes)
+    return np.concatenate([np.full(classes.shape[:-1] + (1,), first, classes.dtype), classes[..., :-1]], axis=-1)
+
+
+def load_vocoder(run_dir):
+    """Load ``RUN/model.keras`` with its config, front end and speakers; check they agree.
+
+    Raises:
+        SpeechkitError: the run folder or its model is missing, or the saved front end differs from
+            the model's.
+    """
+    from speechkit.vocoder.train import VocoderConfig
+
+    model_path = os.path.join(run_dir, "model.keras")
+    if not os.path.isfile(model_path):
+        raise SpeechkitError(f"{run_dir}: no model.keras (is training finished, or is this not a vocoder run?)")
+    config_path = os.path.join(run_dir, "config.yaml")
+    config = VocoderConfig.from_dict(load_yaml(config_path), source=config_path)
+    model = keras.saving.load_model(model_path, compile=False)
+    if not isinstance(model, WaveNet):
+        raise SpeechkitError(f"{model_path}: not a speechkit WaveNet")
+    config.frontend.check_matches(model.frontend, source=model_path)
+    if config.model != model.config:
+        raise ConfigError(f"{model_path}: model config differs from {config_path}")
+    speakers = []
+    speakers_path = os.path.join(run_dir, "speakers.json")
+    if os.path.isfile(speakers_path):
+        with open(speakers_path, encoding="utf-8") as f:
+            speakers = json.load(f)
+    return Vocoder(model, speakers=speakers, run_dir=run_dir)
