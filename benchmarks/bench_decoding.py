@@ -67,9 +67,10 @@ def main(argv=None):
 
     utterances = read_manifest(args.manifest)[:args.limit]
     recognizer = load_run(args.run)
-    audios = [audio_io.load(u.audio) for u in utterances]
+    rate = recognizer.frontend.sample_rate
+    audios = [audio_io.load(u.audio, sample_rate=rate) for u in utterances]
     references = [u.text for u in utterances]
-    seconds = sum(len(a) for a in audios) / audio_io.SAMPLE_RATE
+    seconds = sum(len(a) for a in audios) / rate
 
     recognizer.log_probs(audios[:1])
     start = time.perf_counter()

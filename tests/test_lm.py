@@ -206,7 +206,10 @@ class FakeRecognizer:
     """Stands in for a trained model: maps an utterance's sample count to fixed log-probs."""
 
     def __init__(self, specs):
+        from speechkit.frontend import FrontendConfig
+
         self.vocabulary = Vocabulary()
+        self.frontend = FrontendConfig()
         self.specs = specs
         self.calls = 0
 

@@ -542,7 +542,8 @@ def dev_log_probs(run_dir, manifest, *, recognizer=None, batch_size=16):
     with tqdm(total=len(utterances), desc="dev log-probs", unit="utt", disable=None) as bar:
         for start in range(0, len(utterances), batch_size):
             chunk = utterances[start:start + batch_size]
-            log_probs.extend(recognizer.log_probs([audio_io.load(u.audio) for u in chunk]))
+            audios = [audio_io.load(u.audio, sample_rate=recognizer.frontend.sample_rate) for u in chunk]
+            log_probs.extend(recognizer.log_probs(audios))
             bar.update(len(chunk))
     lengths = np.array([len(lp) for lp in log_probs], dtype=np.int64)
     tmp = f"{cache}.tmp.{os.getpid()}.npz"
