@@ -261,3 +261,21 @@ def test_tune_run_caches_log_probs_and_writes_decode_yaml(tmp_path, lm_dir):
     manifest = _write_dev(tmp_path, [("THE DOG RAN", 2400)])
     again, utterances = dev_log_probs(str(run), manifest, recognizer=fake)
     assert fake.calls == 3 and len(again) == 1 and utterances[0].text == "THE DOG RAN"
+
+
+def test_cli_tune(tmp_path, lm_dir, monkeypatch, capsys):
+    import speechkit.asr.inference as inference
+    from speechkit.cli import main
+
+    fake = FakeRecognizer({1600: ["T", "H", "E", " ", {"H": 0.55, "C": 0.4}, "A", "T", " ", "S", "A", "T"]})
+    monkeypatch.setattr(inference, "load_run", lambda run_dir, **kwargs: fake)
+    run = tmp_path / "run"
+    run.mkdir()
+    manifest = _write_dev(tmp_path, [("THE CAT SAT", 1600)])
+    argv = ["lm", "tune", str(run), "--lm", lm_dir, "--dev", manifest, "--alphas", "0", "2", "--betas", "1",
+            "--beam-width", "8"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| greedy | 33.33% |" in printed
+    assert "| beam 8 + LM (alpha 2, beta 1) | 0.00% |" in printed
+    assert "decode.yaml" in printed and (run / "decode.yaml").is_file()
