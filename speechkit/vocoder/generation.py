@@ -25,6 +25,7 @@ from speechkit import audio as audio_io
 from speechkit.config import load_yaml
 from speechkit.errors import ConfigError, SpeechkitError
 from speechkit.frontend import mu_law_decode, mu_law_encode
+from speechkit.vocoder.fast import FastWaveNet
 from speechkit.vocoder.wavenet import WaveNet, conditioning_mel, silence_class
 
 __all__ = [
@@ -80,7 +81,7 @@ class TFGenerator:
 
     def _loop(self, x_first, buffer, time, noise, temperature, cond, speaker_vector):
         model = self.model
-        batch = tf.shape(noise)[0]
+        batch = noise.shape[0] if noise.shape[0] is not None else tf.shape(noise)[0]
         chunk = model.config.hop_length if cond is not None else 1
         total = tf.shape(noise)[1]
         n_chunks = (total + chunk - 1) // chunk
@@ -95,7 +96,7 @@ class TFGenerator:
 
         def outer(c, x, buf, t, out):
             if cond is not None:
-                block = tf.slice(cond, [0, c * chunk, 0], [batch, chunk, tf.shape(cond)[2]])
+                block = tf.slice(cond, [0, c * chunk, 0], [batch, chunk, cond.shape[2]])
                 bias = model.conditioning_bias(block, speaker_vector)
             else:
                 bias = None
@@ -104,7 +105,7 @@ class TFGenerator:
                 bias_t = bias[:, j] if bias is not None else const_bias
                 logits, state = model.step(model.input_from_classes(x), {"buffer": buf, "time": t}, bias_t)
                 i = c * chunk + j
-                sample = sample_from_logits(logits, noise[:, i], temperature)
+                sample = tf.ensure_shape(sample_from_logits(logits, noise[:, i], temperature), x.shape)
                 return j + 1, sample, state["buffer"], state["time"], out.write(i, sample)
 
             _, x, buf, t, out = tf.while_loop(lambda j, *_: tf.logical_and(j < chunk, c * chunk + j < total), inner,
@@ -183,8 +184,6 @@ class Vocoder:
     def _backend(self, name):
         if name == "fast":
             if self._fast is None:
-                from speechkit.vocoder.fast import FastWaveNet
-
                 self._fast = FastWaveNet(self.model)
             return self._fast
         if name == "tf":

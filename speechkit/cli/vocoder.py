@@ -1,0 +1,146 @@
+"""``speechkit train vocoder``, ``vocode``, ``generate`` and ``eval-vocoder``: WaveNet commands."""
+
+import os
+import shlex
+import sys
+
+from speechkit.cli import add_defaults_help
+
+__all__ = ["register"]
+
+
+def register(commands, groups):
+    p = add_defaults_help(groups["train"].add_parser("vocoder", help="train a WaveNet vocoder from a preset"))
+    p.add_argument("--config", required=True, help="preset YAML, e.g. models/wavenet-mini.yaml")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--train", help="training manifest (JSONL)")
+    data.add_argument("--audio-dir", help="or: a folder of wav/flac/ogg files (speaker = first sub-folder)")
+    p.add_argument("--out", required=True, help="run directory; an interrupted run there is resumed exactly")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="stop cleanly after this many minutes of this invocation")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
+    p.set_defaults(func=_train)
+
+    p = add_defaults_help(commands.add_parser("vocode", help="copy synthesis: resynthesise audio from its log-mel"))
+    p.add_argument("run", help="vocoder run directory (holds model.keras)")
+    p.add_argument("--mel-from", required=True, metavar="AUDIO", help="audio file whose log-mel conditions the model")
+    p.add_argument("--out", required=True, help="output audio file (wav or flac)")
+    _add_sampling_args(p)
+    p.set_defaults(func=_vocode)
+
+    p = add_defaults_help(commands.add_parser("generate", help="free-running generation from an unconditional WaveNet"))
+    p.add_argument("run", help="vocoder run directory (holds model.keras)")
+    p.add_argument("--prime", default=None, metavar="AUDIO", help="seed waveform to continue from")
+    p.add_argument("--seconds", type=float, default=2.0, help="seconds to generate after the seed")
+    p.add_argument("--out", required=True, help="output audio file; holds the seed followed by the continuation")
+    p.add_argument("--batch-size", type=int, default=1, help="independent streams; out_1.wav, out_2.wav, ... when > 1")
+    _add_sampling_args(p)
+    p.set_defaults(func=_generate)
+
+    p = add_defaults_help(commands.add_parser(
+        "eval-vocoder", help="copy-synthesis distortion (LSD, MCD) and optionally the ASR WER of vocoded audio"))
+    p.add_argument("run", help="vocoder run directory (holds model.keras)")
+    p.add_argument("--manifest", required=True, help="held-out utterances (JSONL)")
+    p.add_argument("--out", required=True, help="report folder (report.json, report.md, wav/, png/)")
+    p.add_argument("--limit", type=int, default=None, help="first N utterances of the manifest")
+    p.add_argument("--asr", default=None, metavar="RUN_ASR", help="ASR run: WER of vocoded next to original audio")
+    p.add_argument("--plots", type=int, default=4, help="utterances with spectrogram PNGs")
+    p.add_argument("--batch-size", type=int, default=8)
+    _add_sampling_args(p)
+    p.set_defaults(func=_eval)
+
+
+def _add_sampling_args(parser):
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0 takes the argmax")
+    parser.add_argument("--seed", type=int, default=0, help="sampling noise seed")
+    parser.add_argument("--speaker", default=None, help="speaker name or index (speaker-conditioned models)")
+    parser.add_argument("--backend", choices=("fast", "tf"), default="fast",
+                        help="fast: numba CPU loop; tf: XLA-compiled TensorFlow loop")
+
+
+def _command():
+    return " ".join(shlex.quote(a) for a in ["speechkit"] + sys.argv[1:])
+
+
+def _train(args):
+    from speechkit.vocoder.train import load_vocoder_config, train_vocoder
+
+    config = load_vocoder_config(args.config)
+    summary = train_vocoder(config, out_dir=args.out, manifest=args.train, audio_dir=args.audio_dir,
+                            time_budget_min=args.time_budget, command=_command(),
+                            verbose=2 if args.quiet else "auto")
+    final = summary["final"]
+    print(f"{args.out}: {summary['optimizer_steps']} steps"
+          f"{' (time budget)' if summary['stopped_by_time_budget'] else ''}; "
+          f"loss {final.get('loss', float('nan')):.3f}, teacher-forced accuracy {final.get('accuracy', 0) * 100:.1f}%")
+
+
+def _vocode(args):
+    import time
+
+    from speechkit import audio as audio_io
+    from speechkit.vocoder.generation import load_vocoder
+
+    vocoder = load_vocoder(args.run)
+    audio = audio_io.load(args.mel_from, sample_rate=vocoder.frontend.sample_rate)
+    started = time.perf_counter()
+    out = vocoder.vocode([audio], temperature=args.temperature, seed=args.seed, speaker=args.speaker,
+                         backend=args.backend, progress=True)[0]
+    elapsed = time.perf_counter() - started
+    audio_io.save(args.out, out, sample_rate=vocoder.frontend.sample_rate)
+    seconds = len(out) / vocoder.frontend.sample_rate
+    print(f"{args.out}: {seconds:.2f} s vocoded in {elapsed:.2f} s (RTF {elapsed / seconds:.2f}, {args.backend})")
+
+
+def _generate(args):
+    import time
+
+    import numpy as np
+
+    from speechkit import audio as audio_io
+    from speechkit.errors import ConfigError
+    from speechkit.vocoder.generation import load_vocoder
+
+    if args.seconds <= 0 or args.batch_size < 1:
+        raise ConfigError(f"need --seconds > 0 and --batch-size >= 1, received {args.seconds}, {args.batch_size}")
+    vocoder = load_vocoder(args.run)
+    rate = vocoder.frontend.sample_rate
+    prime = audio_io.load(args.prime, sample_rate=rate) if args.prime else None
+    started = time.perf_counter()
+    streams = vocoder.generate(int(round(args.seconds * rate)), prime=prime, batch_size=args.batch_size,
+                               temperature=args.temperature, seed=args.seed, speaker=args.speaker,
+                               backend=args.backend)
+    elapsed = time.perf_counter() - started
+    root, ext = os.path.splitext(args.out)
+    for b, stream in enumerate(streams):
+        path = args.out if args.batch_size == 1 else f"{root}_{b + 1}{ext}"
+        wave = stream if prime is None else np.concatenate([prime, stream])
+        audio_io.save(path, wave, sample_rate=rate)
+        print(f"{path}: {len(wave) / rate:.2f} s" + ("" if prime is None else f" ({len(prime) / rate:.2f} s seed)"))
+    print(f"generated {streams.size / rate:.2f} s in {elapsed:.2f} s (RTF {elapsed / (streams.size / rate):.2f})")
+
+
+def _eval(args):
+    from speechkit.data.manifest import read_manifest
+    from speechkit.vocoder.evaluate import evaluate_vocoder
+    from speechkit.vocoder.generation import load_vocoder
+
+    vocoder = load_vocoder(args.run)
+    utterances = read_manifest(args.manifest)
+    if args.limit is not None:
+        utterances = utterances[:args.limit]
+    recognizer = None
+    if args.asr:
+        from speechkit.asr.inference import load_run
+
+        recognizer = load_run(args.asr)
+    report = evaluate_vocoder(vocoder, utterances, out_dir=args.out, recognizer=recognizer,
+                              temperature=args.temperature, seed=args.seed, speaker=args.speaker,
+                              backend=args.backend, batch_size=args.batch_size, plots=args.plots,
+                              command=_command())
+    s = report["summary"]
+    line = (f"{args.out}: {s['utterances']} utterances; LSD {s['lsd_db']:.2f} dB, MCD {s['mcd_db']:.2f} dB "
+            f"(mu-law floor: {s['mulaw_lsd_db']:.2f} / {s['mulaw_mcd_db']:.2f}); RTF {s['rtf']:.2f}")
+    if "wer_vocoded" in s:
+        line += f"; ASR WER original {s['wer_original'] * 100:.1f}%, vocoded {s['wer_vocoded'] * 100:.1f}%"
+    print(line)
