@@ -1,0 +1,438 @@
+"""Deep Speech 2 (Amodei et al., 2016): 2D convolutions, sequence-wise batch-normalised GRUs, CTC.
+
+The network is a Keras functional model with two inputs, ``features`` float32 [batch, frames,
+num_features] and ``feature_lengths`` int32 [batch], and two outputs, ``log_probs`` float32
+[batch, frames', vocab_size] (log-softmax) and ``output_lengths`` int32 [batch].
+
+Lengths travel with the tensors through every block. Each block zeroes its output beyond the
+valid frames, and batch normalisation takes its statistics over valid frames only, so that an
+utterance gets the same log-probabilities alone and inside a padded batch, and padding never
+shifts the batch statistics or the moving averages.
+"""
+
+import dataclasses
+import logging
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from speechkit.config import from_dict, to_dict
+from speechkit.errors import ConfigError
+from speechkit.text import BLANK_INDEX, Vocabulary
+
+__all__ = [
+    "DeepSpeech2Config",
+    "MaskedConv2D",
+    "BatchNormGRU",
+    "Lookahead",
+    "build_deepspeech2",
+    "conv_output_lengths",
+    "output_lengths",
+    "time_reduction_factor",
+    "ctc_min_frames",
+    "ctc_loss",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# -- Configuration -- #
+
+@dataclasses.dataclass(frozen=True)
+class DeepSpeech2Config:
+    """Architecture of a Deep Speech 2 network.
+
+    Args:
+        conv_filters: tuple of int > 0, output channels of each 2D convolution (at least one).
+        conv_kernels: tuple of (time, frequency) int pairs, one per convolution.
+        conv_strides: tuple of (time, frequency) int pairs, one per convolution. The product of the
+            time strides is the model's time reduction factor.
+        rnn_layers: int >= 1, number of GRU layers.
+        rnn_units: int > 0, hidden units per GRU direction.
+        bidirectional: bool, bidirectional GRUs (forward and backward outputs are summed, as in the
+            paper). The streaming variant sets this to false and adds a lookahead convolution.
+        lookahead: int >= 0, future frames (tau) seen by the lookahead convolution after the GRUs;
+            0 disables it.
+        fc_units: int >= 0, width of a clipped-ReLU fully connected layer before the output layer;
+            0 disables it.
+        relu_clip: float > 0, clipped ReLU ceiling, min(max(x, 0), relu_clip).
+        bn_momentum: float in (0, 1), momentum of the batch-norm moving averages.
+        bn_epsilon: float > 0, batch-norm variance epsilon.
+    """
+
+    conv_filters: tuple[int, ...] = (32, 32)
+    conv_kernels: tuple[tuple[int, int], ...] = ((11, 41), (11, 21))
+    conv_strides: tuple[tuple[int, int], ...] = ((2, 2), (1, 2))
+    rnn_layers: int = 5
+    rnn_units: int = 800
+    bidirectional: bool = True
+    lookahead: int = 0
+    fc_units: int = 0
+    relu_clip: float = 20.0
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-3
+
+    def __post_init__(self):
+        object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
+        for name in ("conv_kernels", "conv_strides"):
+            object.__setattr__(self, name, tuple(tuple(pair) for pair in getattr(self, name)))
+        n = len(self.conv_filters)
+        if n < 1:
+            raise ConfigError("conv_filters must list at least one convolution")
+        if len(self.conv_kernels) != n or len(self.conv_strides) != n:
+            raise ConfigError(
+                f"conv_filters, conv_kernels and conv_strides must have the same length, received: "
+                f"{len(self.conv_filters)}, {len(self.conv_kernels)}, {len(self.conv_strides)}")
+        for name in ("conv_kernels", "conv_strides"):
+            for pair in getattr(self, name):
+                if len(pair) != 2 or any(int(v) != v or v < 1 for v in pair):
+                    raise ConfigError(f"{name} entries must be (time, frequency) pairs of int >= 1, received: {pair!r}")
+        if any(int(f) != f or f < 1 for f in self.conv_filters):
+            raise ConfigError(f"conv_filters must be int >= 1, received: {self.conv_filters!r}")
+        if self.rnn_layers < 1 or self.rnn_units < 1:
+            raise ConfigError(f"rnn_layers and rnn_units must be >= 1, received: {self.rnn_layers}, {self.rnn_units}")
+        if self.lookahead < 0 or self.fc_units < 0:
+            raise ConfigError(f"lookahead and fc_units must be >= 0, received: {self.lookahead}, {self.fc_units}")
+        if self.relu_clip <= 0 or self.bn_epsilon <= 0 or not 0 < self.bn_momentum < 1:
+            raise ConfigError("need relu_clip > 0, bn_epsilon > 0 and 0 < bn_momentum < 1")
+
+    @property
+    def time_reduction_factor(self):
+        """int, product of the convolution time strides: one output frame per this many input frames."""
+        return time_reduction_factor(self.conv_strides)
+
+    def to_dict(self):
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data, *, source=None):
+        return from_dict(cls, data, source=source)
+
+
+# -- Length arithmetic -- #
+
+def time_reduction_factor(conv_strides):
+    """int, product of the time strides of ``conv_strides`` ((time, frequency) pairs)."""
+    return int(np.prod([int(s[0]) for s in conv_strides]))
+
+
+def conv_output_lengths(lengths, stride):
+    """Valid output frames of one convolution: ceil(lengths / stride) (numpy, int or tensor)."""
+    return (lengths + (stride - 1)) // stride
+
+
+def output_lengths(lengths, conv_strides):
+    """Valid output frames of the network for ``lengths`` input frames.
+
+    Equals ceil(lengths / time_reduction_factor) because nested ceilings of divisions compose.
+
+    Args:
+        lengths: int, numpy int array or int tensor [batch], valid input frames.
+        conv_strides: the (time, frequency) strides of the convolutions.
+    """
+    for stride in conv_strides:
+        lengths = conv_output_lengths(lengths, int(stride[0]))
+    return lengths
+
+
+def ctc_min_frames(label):
+    """Fewest frames CTC needs for ``label`` (a sequence of class ids): its length plus one blank per repeat."""
+    label = list(label)
+    return len(label) + sum(1 for a, b in zip(label, label[1:]) if a == b)
+
+
+def _time_mask(lengths, maxlen, dtype="float32"):
+    return ops.cast(ops.arange(maxlen)[None, :] < ops.cast(lengths, "int32")[:, None], dtype)
+
+
+def _clipped_relu(x, clip):
+    return ops.minimum(ops.relu(x), ops.cast(clip, x.dtype))
+
+
+# -- Layers -- #
+
+@keras.saving.register_keras_serializable(package="speechkit")
+class MaskedConv2D(keras.layers.Layer):
+    """2D convolution over (time, frequency) with masked batch norm and a clipped ReLU.
+
+    Time is padded explicitly, ``(kernel - 1) // 2`` frames before and the rest after, and the
+    convolution is "valid", so output frame ``j`` always covers input frames ``j * stride - pad``
+    onward and there are exactly ``ceil(length / stride)`` valid output frames, whatever the padded
+    length of the batch. (TensorFlow's "same" padding shifts by one frame when the padded length
+    changes parity, which would make the output depend on the batch.) Frequency is padded the same
+    way. Outputs beyond the valid frames are set to zero.
+
+    Args:
+        filters: int > 0, output channels.
+        kernel_size: (time, frequency) int pair.
+        strides: (time, frequency) int pair.
+        relu_clip: float > 0, ReLU ceiling.
+        bn_momentum: float, batch-norm moving-average momentum.
+        bn_epsilon: float, batch-norm epsilon.
+
+    Call arguments:
+        inputs: float [batch, frames, bins, channels], zero beyond ``lengths``.
+        lengths: int32 [batch], valid frames.
+        training: bool, batch statistics (over valid frames) instead of moving averages.
+
+    Returns:
+        ``(outputs [batch, ceil(frames / stride_t), ceil(bins / stride_f), filters], output_lengths int32 [batch])``.
+
+    Example:
+        >>> layer = MaskedConv2D(8, (5, 7), (2, 2))
+        >>> y, n = layer(np.zeros((2, 9, 20, 1), "float32"), np.array([9, 4], "int32"))
+        >>> tuple(y.shape), n.numpy().tolist()
+        ((2, 5, 10, 8), [5, 2])
+    """
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), *, relu_clip=20.0, bn_momentum=0.99,
+                 bn_epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = tuple(int(k) for k in kernel_size)
+        self.strides = tuple(int(s) for s in strides)
+        if self.filters < 1 or len(self.kernel_size) != 2 or len(self.strides) != 2 or min(self.kernel_size + self.strides) < 1:
+            raise ValueError(f"need filters >= 1 and (time, frequency) pairs >= 1; received: filters={filters}, "
+                             f"kernel_size={kernel_size}, strides={strides}")
+        self.relu_clip = float(relu_clip)
+        self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+        self.conv = keras.layers.Conv2D(self.filters, self.kernel_size, strides=self.strides, padding="valid",
+                                        use_bias=False, name="conv")
+        self.bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, name="bn")
+
+    def build(self, inputs_shape, lengths_shape=None):
+        batch, _, bins, channels = inputs_shape
+        padded_bins = None if bins is None else bins + self.kernel_size[1] - 1
+        self.conv.build((batch, None, padded_bins, channels))
+        self.bn.build((batch, None, None, self.filters))
+
+    def call(self, inputs, lengths, training=None):
+        kt, kf = self.kernel_size
+        pt, pf = (kt - 1) // 2, (kf - 1) // 2
+        x = ops.pad(inputs, [[0, 0], [pt, kt - 1 - pt], [pf, kf - 1 - pf], [0, 0]])
+        x = self.conv(x)
+        out_lengths = conv_output_lengths(ops.cast(lengths, "int32"), self.strides[0])
+        shape = ops.shape(x)
+        mask = _time_mask(out_lengths, shape[1], "bool")
+        x = self.bn(x, training=training, mask=ops.broadcast_to(ops.expand_dims(mask, -1), shape[:3]))
+        x = _clipped_relu(x, self.relu_clip)
+        return x * ops.expand_dims(ops.expand_dims(ops.cast(mask, x.dtype), -1), -1), out_lengths
+
+    def compute_output_shape(self, inputs_shape, lengths_shape=None):
+        batch, frames, bins, _ = inputs_shape
+        frames = None if frames is None else math.ceil(frames / self.strides[0])
+        bins = None if bins is None else math.ceil(bins / self.strides[1])
+        return (batch, frames, bins, self.filters), (batch,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "relu_clip": self.relu_clip, "bn_momentum": self.bn_momentum,
+                "bn_epsilon": self.bn_epsilon}
+
+
+@keras.saving.register_keras_serializable(package="speechkit")
+class BatchNormGRU(keras.layers.Layer):
+    """GRU layer with sequence-wise batch normalisation (Amodei et al., 2016, §3.2).
+
+    Only the input-to-hidden term is normalised: ``x_t = BN(W h_t^(l-1))``, with statistics over
+    batch and time, excluding padded frames, and moving averages at inference. The recurrence then
+    consumes the normalised projection directly (the BN offset replaces the input bias):
+
+        z = sigmoid(x_z + U_z h + b_z),  r = sigmoid(x_r + U_r h + b_r)
+        n = tanh(x_n + r * (U_n h + b_n)),  h' = z * h + (1 - z) * n
+
+    The projection for all time steps is one large matrix product; the loop carries only the
+    recurrent product. Both directions run in the same loop as one batched matrix product, and the
+    backward direction reads each utterance reversed within its own length
+    (``tf.reverse_sequence``), so it starts at the utterance's true end, not at the padding.
+    Forward and backward outputs are summed.
+
+    Args:
+        units: int > 0, hidden units per direction.
+        bidirectional: bool.
+        bn_momentum: float, batch-norm moving-average momentum.
+        bn_epsilon: float, batch-norm epsilon.
+
+    Call arguments:
+        inputs: float [batch, frames, features].
+        lengths: int32 [batch], valid frames.
+        training: bool.
+
+    Returns:
+        float [batch, frames, units], zero beyond ``lengths``.
+    """
+
+    def __init__(self, units, *, bidirectional=True, bn_momentum=0.99, bn_epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        if int(units) != units or units < 1:
+            raise ValueError(f"units must be an int >= 1, received: units={units}")
+        self.units = int(units)
+        self.bidirectional = bool(bidirectional)
+        self.bn_momentum = float(bn_momentum)
+        self.bn_epsilon = float(bn_epsilon)
+        self.directions = 2 if self.bidirectional else 1
+        self.projection = keras.layers.Dense(self.directions * 3 * self.units, use_bias=False, name="projection")
+        self.bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, epsilon=self.bn_epsilon, name="bn")
+
+    def build(self, inputs_shape, lengths_shape=None):
+        self.projection.build(inputs_shape)
+        self.bn.build(tuple(inputs_shape[:-1]) + (self.directions * 3 * self.units,))
+        orthogonal = keras.initializers.Orthogonal()
+
+        def recurrent_init(shape, dtype=None):
+            return ops.stack([orthogonal((shape[1], shape[2]), dtype=dtype) for _ in range(shape[0])])
+
+        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(self.directions, self.units, 3 * self.units),
+                                                initializer=recurrent_init)
+        self.recurrent_bias = self.add_weight(name="recurrent_bias", shape=(self.directions, 3 * self.units),
+                                              initializer="zeros")
+
+    def call(self, inputs, lengths, training=None):
+        lengths = tf.cast(lengths, tf.int32)
+        frames = tf.shape(inputs)[1]
+        mask = tf.sequence_mask(lengths, frames)
+        x = self.bn(self.projection(inputs), training=training, mask=mask)
+        x = tf.cast(x, tf.float32)
+        x = tf.reshape(x, [tf.shape(x)[0], frames, self.directions, 3 * self.units])
+        x = tf.transpose(x, [2, 0, 1, 3])  # [directions, batch, frames, 3u]
+        if self.bidirectional:
+            x = tf.stack([x[0], tf.reverse_sequence(x[1], lengths, seq_axis=1, batch_axis=0)])
+        kernel = tf.cast(self.recurrent_kernel, tf.float32)
+        bias = tf.cast(self.recurrent_bias, tf.float32)[:, None, :]
+        units = self.units
+
+        def step(h, x_t):
+            rec = tf.matmul(h, kernel) + bias
+            z = tf.sigmoid(x_t[..., :units] + rec[..., :units])
+            r = tf.sigmoid(x_t[..., units:2 * units] + rec[..., units:2 * units])
+            n = tf.tanh(x_t[..., 2 * units:] + r * rec[..., 2 * units:])
+            return z * h + (1.0 - z) * n
+
+        h0 = tf.zeros([self.directions, tf.shape(x)[1], units], tf.float32)
+        h = tf.scan(step, tf.transpose(x, [2, 0, 1, 3]), initializer=h0)  # [frames, directions, batch, u]
+        h = tf.transpose(h, [1, 2, 0, 3])  # [directions, batch, frames, u]
+        out = h[0]
+        if self.bidirectional:
+            out = out + tf.reverse_sequence(h[1], lengths, seq_axis=1, batch_axis=0)
+        out = out * tf.expand_dims(tf.cast(mask, out.dtype), -1)
+        return tf.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, inputs_shape, lengths_shape=None):
+        return tuple(inputs_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "bidirectional": self.bidirectional,
+                "bn_momentum": self.bn_momentum, "bn_epsilon": self.bn_epsilon}
+
+
+@keras.saving.register_keras_serializable(package="speechkit")
+class Lookahead(keras.layers.Layer):
+    """Row convolution (Amodei et al., 2016, §3.5): each frame mixes in the next ``context`` frames.
+
+    ``y_t = clipped_relu(sum_{k=0..context} w_k * x_{t+k})``, depthwise (one weight per channel and
+    offset). Padding goes on the right, so frame t really sees frames t+1..t+context; frames beyond
+    the utterance's length count as zero, so padding does not leak in.
+
+    Args:
+        context: int >= 1, future frames (tau).
+        relu_clip: float > 0, ReLU ceiling.
+
+    Call arguments:
+        inputs: float [batch, frames, channels].
+        lengths: int32 [batch], valid frames.
+
+    Returns:
+        float [batch, frames, channels], zero beyond ``lengths``.
+    """
+
+    def __init__(self, context, *, relu_clip=20.0, **kwargs):
+        super().__init__(**kwargs)
+        if int(context) != context or context < 1:
+            raise ValueError(f"context must be an int >= 1, received: context={context}")
+        self.context = int(context)
+        self.relu_clip = float(relu_clip)
+
+    def build(self, inputs_shape, lengths_shape=None):
+        self.kernel = self.add_weight(name="kernel", shape=(self.context + 1, inputs_shape[-1], 1),
+                                      initializer="glorot_uniform")
+
+    def call(self, inputs, lengths, training=None):
+        mask = ops.expand_dims(_time_mask(lengths, ops.shape(inputs)[1], inputs.dtype), -1)
+        x = ops.pad(inputs * mask, [[0, 0], [0, self.context], [0, 0]])
+        y = ops.depthwise_conv(x, ops.cast(self.kernel, x.dtype), strides=1, padding="valid")
+        return _clipped_relu(y, self.relu_clip) * mask
+
+    def compute_output_shape(self, inputs_shape, lengths_shape=None):
+        return tuple(inputs_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "context": self.context, "relu_clip": self.relu_clip}
+
+
+# -- Model -- #
+
+def build_deepspeech2(config, *, num_features, vocab_size=None, name="deepspeech2"):
+    """Build the Deep Speech 2 network as a Keras functional model.
+
+    Args:
+        config: DeepSpeech2Config.
+        num_features: int > 0, feature bins per frame (``FrontendConfig.num_features``).
+        vocab_size: int > 1, output classes including the blank at index 0; defaults to
+            ``Vocabulary().size`` (29).
+        name: str, model name.
+
+    Returns:
+        keras.Model mapping ``[features float32 [B, T, num_features], feature_lengths int32 [B]]`` to
+        ``[log_probs float32 [B, T', vocab_size], output_lengths int32 [B]]`` with
+        ``T' = ceil(T / config.time_reduction_factor)``.
+    """
+    vocab_size = Vocabulary().size if vocab_size is None else int(vocab_size)
+    if vocab_size < 2 or num_features < 1:
+        raise ConfigError(f"need vocab_size >= 2 and num_features >= 1, received: {vocab_size}, {num_features}")
+    features = keras.Input(shape=(None, num_features), name="features")
+    lengths = keras.Input(shape=(), dtype="int32", name="feature_lengths")
+    x = keras.layers.Reshape((-1, num_features, 1), name="add_channel")(features)
+    n, bins = lengths, num_features
+    for i, (filters, kernel, stride) in enumerate(zip(config.conv_filters, config.conv_kernels, config.conv_strides)):
+        x, n = MaskedConv2D(filters, kernel, stride, relu_clip=config.relu_clip, bn_momentum=config.bn_momentum,
+                            bn_epsilon=config.bn_epsilon, name=f"conv_{i + 1}")(x, n)
+        bins = math.ceil(bins / stride[1])
+    x = keras.layers.Reshape((-1, bins * config.conv_filters[-1]), name="flatten_channels")(x)
+    for i in range(config.rnn_layers):
+        x = BatchNormGRU(config.rnn_units, bidirectional=config.bidirectional, bn_momentum=config.bn_momentum,
+                         bn_epsilon=config.bn_epsilon, name=f"gru_{i + 1}")(x, n)
+    if config.lookahead:
+        x = Lookahead(config.lookahead, relu_clip=config.relu_clip, name="lookahead")(x, n)
+    if config.fc_units:
+        x = keras.layers.Dense(config.fc_units, name="fc")(x)
+        x = keras.layers.ReLU(max_value=config.relu_clip, name="fc_relu")(x)
+    logits = keras.layers.Dense(vocab_size, name="logits")(x)
+    log_probs = keras.layers.Activation("log_softmax", dtype="float32", name="log_probs")(logits)
+    out_lengths = keras.layers.Identity(name="output_lengths")(n)
+    return keras.Model([features, lengths], [log_probs, out_lengths], name=name)
+
+
+def ctc_loss(labels, label_lengths, log_probs, logit_lengths):
+    """Per-utterance CTC negative log-likelihood with TRUE label and logit lengths (blank = 0).
+
+    Args:
+        labels: int32 [batch, max_label], zero-padded.
+        label_lengths: int32 [batch].
+        log_probs: float [batch, frames, vocab] (log-softmax or unnormalised logits).
+        logit_lengths: int32 [batch], valid frames of ``log_probs``.
+
+    Returns:
+        float32 [batch].
+    """
+    return tf.nn.ctc_loss(
+        labels=tf.cast(labels, tf.int32),
+        logits=tf.cast(log_probs, tf.float32),
+        label_length=tf.cast(label_lengths, tf.int32),
+        logit_length=tf.cast(logit_lengths, tf.int32),
+        logits_time_major=False,
+        blank_index=BLANK_INDEX,
+    )

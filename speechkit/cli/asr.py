@@ -1,0 +1,116 @@
+"""``speechkit train asr``, ``speechkit transcribe`` and ``speechkit eval``: Deep Speech 2 commands."""
+
+import os
+import shlex
+import sys
+
+from speechkit.cli import add_defaults_help
+
+__all__ = ["register"]
+
+
+def register(commands, groups):
+    p = add_defaults_help(groups["train"].add_parser("asr", help="train a Deep Speech 2 model (CTC) from a preset"))
+    p.add_argument("--config", required=True, help="preset YAML, e.g. models/ds2-mini.yaml")
+    p.add_argument("--train", required=True, help="training manifest (JSONL)")
+    p.add_argument("--dev", default=None, help="dev manifest (JSONL) for the epoch-end WER and best-model selection")
+    p.add_argument("--out", required=True, help="run directory; an interrupted run there is resumed exactly")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="stop cleanly (checkpoint, dev WER, model) within this many minutes")
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute on CPU, float16 on GPU")
+    p.add_argument("--strategy", choices=("default", "mirrored"), default="default", help="tf.distribute strategy")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
+    p.set_defaults(func=_train)
+
+    p = add_defaults_help(commands.add_parser("transcribe", help="transcribe audio files with a trained ASR run"))
+    p.add_argument("run", help="run directory (holds model.keras)")
+    p.add_argument("audio", nargs="+", help="audio files (any libsndfile format; resampled to the model's rate)")
+    p.add_argument("--batch-size", type=int, default=16)
+    _add_decoder_args(p)
+    p.set_defaults(func=_transcribe)
+
+    p = add_defaults_help(commands.add_parser("eval", help="WER/CER, per-speaker WER and RTF of an ASR run on a manifest"))
+    p.add_argument("run", help="run directory (holds model.keras)")
+    p.add_argument("--manifest", required=True, help="JSONL manifest to score")
+    p.add_argument("--out", required=True, help="report folder (report.json, report.md, hypotheses.jsonl)")
+    p.add_argument("--worst", type=int, default=10, help="worst utterances shown with alignments")
+    p.add_argument("--batch-size", type=int, default=16)
+    _add_decoder_args(p)
+    p.set_defaults(func=_eval)
+
+
+# -- Decoder selection (shared by transcribe and eval) -- #
+
+def _add_decoder_args(parser):
+    from speechkit.asr.beam import add_decoder_arguments
+
+    add_decoder_arguments(parser)
+
+
+def _make_decoder(args, recognizer):
+    """The decoder object for ``Recognizer.transcribe`` / ``evaluate``; None means greedy.
+
+    Options left unset fall back to ``RUN/decode.yaml`` (written by ``speechkit lm tune``), else greedy.
+    """
+    from speechkit.asr.beam import build_decoder, decode_config_from_args
+
+    config = decode_config_from_args(args, args.run)
+    return None if config.decoder == "greedy" else build_decoder(config, recognizer.vocabulary)
+
+
+# -- Handlers -- #
+
+def _train(args):
+    from speechkit.asr.train import load_train_config, train
+
+    config = load_train_config(args.config)
+    summary = train(config, train_manifest=args.train, dev_manifest=args.dev, out_dir=args.out, epochs=args.epochs,
+                    time_budget=args.time_budget, mixed_precision=args.mixed_precision, strategy=args.strategy,
+                    command=" ".join(shlex.quote(a) for a in ["speechkit"] + sys.argv[1:]),
+                    verbose=2 if args.quiet else "auto")
+    best = summary["best_dev_wer"]
+    print(f"{args.out}: {summary['step']} steps, stopped by {summary['stopped']}; "
+          f"{summary['throughput_audio_s_per_s']:.1f} s of audio per s"
+          + ("" if best is None else f"; best dev WER {best * 100:.2f}%"))
+
+
+def _transcribe(args):
+    from speechkit import audio as audio_io
+    from speechkit.asr.inference import load_run
+    from speechkit.errors import AudioError
+
+    recognizer = load_run(args.run, batch_size=args.batch_size)
+    decoder = _make_decoder(args, recognizer)
+    paths, audios, failed = [], [], 0
+    for path in args.audio:
+        try:
+            audios.append(audio_io.load(path, sample_rate=recognizer.frontend.sample_rate))
+            paths.append(path)
+        except AudioError as err:
+            failed += 1
+            print(f"speechkit: skipped: {err}", file=sys.stderr)
+    for path, text in zip(paths, recognizer.transcribe(audios, decoder=decoder) if audios else []):
+        print(f"{path}\t{text}")
+    if failed:
+        print(f"speechkit: {failed} of {len(args.audio)} file(s) skipped", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _eval(args):
+    from speechkit.asr.evaluate import evaluate
+    from speechkit.asr.inference import load_run
+    from speechkit.data.manifest import SkipReport, read_manifest
+
+    recognizer = load_run(args.run, batch_size=args.batch_size)
+    decoder = _make_decoder(args, recognizer)
+    manifest_skips = SkipReport()
+    utterances = read_manifest(args.manifest, skip_report=manifest_skips)
+    report = evaluate(recognizer, utterances, out_dir=args.out, decoder=decoder, worst=args.worst,
+                      source=args.manifest, skip_report=manifest_skips)
+    lo, hi = report["wer_ci95"]
+    skipped = report["skipped"]["skipped"]
+    print(f"{args.manifest}: WER {report['wer'] * 100:.2f}% (95% CI {lo * 100:.2f}-{hi * 100:.2f}), "
+          f"CER {report['cer'] * 100:.2f}%, RTF {report['rtf']:.4f}, {report['utterances']} utterances, "
+          f"{skipped} skipped; report in {os.path.join(args.out, 'report.md')}")
