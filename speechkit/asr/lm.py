@@ -426,10 +426,8 @@ def perplexity(model, sentences):
 
 
 def _error_rates(references, hypotheses):
-    try:
-        from speechkit.metrics import cer, wer
-    except ImportError:
-        from jiwer import cer, wer
+    from speechkit.metrics import cer, wer
+
     return float(wer(references, hypotheses)), float(cer(references, hypotheses))
 
 
