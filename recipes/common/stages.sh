@@ -53,6 +53,6 @@ run_model_stages() {
   fi
   if stage_enabled 10; then
     log "Stage 10: write the report: $exp -> $exp/report.md, $exp/report.html"
-    speechkit report "$exp" --test "$first_test"
+    speechkit report "$exp"
   fi
 }

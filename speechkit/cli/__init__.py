@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "speechkit.cli.lm",
     "speechkit.cli.vocoder",
     "speechkit.cli.export",
+    "speechkit.cli.report",
 )
 _GROUPS = {
     "data": "prepare corpora and manifests",

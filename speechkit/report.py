@@ -1,0 +1,239 @@
+"""The experiment report: one Markdown page (and a self-contained HTML copy) from a recipe's outputs.
+
+``write_report(exp_dir)`` reads what the recipe stages wrote (ASR evaluation reports, training logs,
+LM and tuning results, the vocoder evaluation, the exports) and lays them out for a person: the WER
+table with confidence intervals, per-speaker WER, training curves, spectrograms of original and
+vocoded audio with their wav files, the receptive field, the real-time factors and the export paths.
+Missing parts (a stage not run yet) are reported as missing, not invented.
+"""
+
+import base64
+import csv
+import datetime
+import glob
+import json
+import logging
+import mimetypes
+import os
+import re
+import subprocess
+
+import yaml
+
+from speechkit.config import atomic_write_text
+
+__all__ = ["write_report", "collect"]
+
+logger = logging.getLogger(__name__)
+
+_DECODERS = (("greedy", "greedy"), ("beam", "beam, no LM"), ("beam_lm", "beam + LM"))
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _read_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _read_csv(path):
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [row for row in csv.DictReader(f)]
+    except OSError:
+        return []
+
+
+def collect(exp_dir):
+    """Gather every figure the report shows into one dict (also written as ``report.json``)."""
+    eval_sets = {}
+    for report_path in sorted(glob.glob(os.path.join(exp_dir, "eval", "*", "*", "report.json"))):
+        decoder = os.path.basename(os.path.dirname(report_path))
+        test_set = os.path.basename(os.path.dirname(os.path.dirname(report_path)))
+        eval_sets.setdefault(test_set, {})[decoder] = _read_json(report_path)
+    vocoder_config = _read_yaml(os.path.join(exp_dir, "vocoder", "config.yaml")) or {}
+    return {
+        "exp_dir": os.path.abspath(exp_dir),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "revision": _revision(),
+        "eval": eval_sets,
+        "decode": _read_yaml(os.path.join(exp_dir, "asr", "decode.yaml")),
+        "lm": _read_json(os.path.join(exp_dir, "lm", "lm.json")),
+        "asr_summary": _read_json(os.path.join(exp_dir, "asr", "summary.json")),
+        "vocoder_eval": _read_json(os.path.join(exp_dir, "vocoder_eval", "report.json")),
+        "vocoder_model": vocoder_config.get("model"),
+        "vocoder_frontend": vocoder_config.get("frontend"),
+        "exports": {name: os.path.abspath(os.path.join(exp_dir, "export", name))
+                    for name in ("asr", "vocoder") if os.path.isdir(os.path.join(exp_dir, "export", name))},
+    }
+
+
+def _revision():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=os.path.dirname(__file__)).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _plot_curves(exp_dir, out_png):
+    """Training curves (loss per epoch, dev WER when logged) of the ASR and vocoder runs; None if no log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = [("ASR (ds2)", _read_csv(os.path.join(exp_dir, "asr", "train_log.csv"))),
+            ("vocoder (WaveNet)", _read_csv(os.path.join(exp_dir, "vocoder", "history.csv")))]
+    logs = [(name, rows) for name, rows in logs if rows]
+    if not logs:
+        return None
+    fig, axes = plt.subplots(1, len(logs), figsize=(5.5 * len(logs), 3.6), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], logs):
+        x = list(range(1, len(rows) + 1))
+        for key in ("loss", "val_loss"):
+            if key in rows[0]:
+                ax.plot(x, [float(r[key]) for r in rows], marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title(name)
+        wer_key = next((k for k in rows[0] if k.endswith("wer")), None)
+        acc_key = next((k for k in rows[0] if "accuracy" in k), None)
+        extra = wer_key or acc_key
+        if extra:
+            twin = ax.twinx()
+            twin.plot(x, [float(r[extra]) if r[extra] not in ("", "nan") else float("nan") for r in rows],
+                      color="tab:red", marker="s", label=extra)
+            twin.set_ylabel(extra, color="tab:red")
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+def _pct(value):
+    return "–" if value is None else f"{100 * value:.2f}%"
+
+
+def _ci(report, key):
+    lo, hi = report.get(f"{key}_ci95", (None, None))
+    return "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _markdown(data, exp_dir, curves_png):
+    lines = [f"# speechkit experiment report: `{os.path.basename(os.path.abspath(exp_dir))}`", "",
+             f"Written {data['date']} at revision `{data['revision']}` on a {os.cpu_count()}-core CPU machine.", ""]
+    lines += ["## Speech recognition (Deep Speech 2)", ""]
+    if not data["eval"]:
+        lines += ["No ASR evaluation yet (stage 6 has not run).", ""]
+    for test_set, reports in data["eval"].items():
+        lines += [f"### {test_set}", "",
+                  "| decoder | WER [95% CI] | CER [95% CI] | utterances | RTF (front end + model) | RTF (with decoding) |",
+                  "|---|---|---|---|---|---|"]
+        for key, label in _DECODERS:
+            r = reports.get(key)
+            if r:
+                lines.append(f"| {label} | {_pct(r['wer'])}{_ci(r, 'wer')} | {_pct(r['cer'])}{_ci(r, 'cer')} | "
+                             f"{r['utterances']} | {r['rtf']:.4f} | {r['decode_rtf']:.4f} |")
+        best = reports.get("beam_lm") or reports.get("greedy")
+        if best and best.get("per_speaker"):
+            lines += ["", f"Per-speaker WER ({'beam + LM' if 'beam_lm' in reports else 'greedy'}):", "",
+                      "| speaker | utterances | words | WER |", "|---|---|---|---|"]
+            lines += [f"| {spk} | {s['utterances']} | {s['words']} | {_pct(s['wer'])} |"
+                      for spk, s in best["per_speaker"].items()]
+        if best and best.get("worst"):
+            w = best["worst"][0]
+            lines += ["", f"Worst utterance `{w['id']}` (WER {_pct(w['wer'])}):", "", "```", w["alignment"], "```"]
+        lines.append("")
+    decode, lm = data["decode"], data["lm"]
+    if decode:
+        lines += [f"Tuned on dev: alpha = {decode.get('alpha')}, beta = {decode.get('beta')}, "
+                  f"beam width {decode.get('beam_width')}.", ""]
+    if lm:
+        lines += [f"Language model: {lm.get('order')}-gram KenLM on {lm.get('sentences')} sentences "
+                  f"({lm.get('words')} words, vocabulary {lm.get('vocabulary_size')}); held-out perplexity "
+                  f"{lm.get('perplexity', float('nan')):.1f} (OOV rate {100 * lm.get('heldout_oov_rate', float('nan')):.2f}%).", ""]
+    if curves_png:
+        lines += ["## Training curves", "", f"![training curves]({os.path.relpath(curves_png, exp_dir)})", ""]
+    lines += ["## Vocoder (WaveNet)", ""]
+    model, frontend = data["vocoder_model"], data["vocoder_frontend"]
+    if model:
+        from speechkit.vocoder.wavenet import receptive_field
+
+        rf = receptive_field(layers_per_stack=model["layers_per_stack"], stacks=model["stacks"],
+                             kernel_size=model["kernel_size"], sample_rate=(frontend or {}).get("sample_rate", 16000))
+        lines += [f"{model['stacks']} stacks x {model['layers_per_stack']} layers, residual {model['residual_channels']}, "
+                  f"gate {model['gate_channels']}, skip {model['skip_channels']}; receptive field {rf.samples} samples "
+                  f"({rf.ms:.1f} ms).", ""]
+    v = data["vocoder_eval"]
+    if not v:
+        lines += ["No vocoder evaluation yet (stage 8 has not run).", ""]
+    else:
+        s = v["summary"]
+        lines += ["| measure | vocoded | 8-bit mu-law original (floor) |", "|---|---|---|",
+                  f"| log-spectral distance (dB) | {s['lsd_db']:.2f} | {s['mulaw_lsd_db']:.2f} |",
+                  f"| mel-cepstral distortion (dB) | {s['mcd_db']:.2f} | {s['mulaw_mcd_db']:.2f} |",
+                  f"| generation real-time factor | {s['rtf']:.2f} | |", ""]
+        if "wer_vocoded" in s:
+            lines += [f"Round trip (ASR greedy WER on the same {s['utterances']} utterances): original audio "
+                      f"{_pct(s['wer_original'])}, vocoded audio {_pct(s['wer_vocoded'])}.", ""]
+        for row in v["utterances"]:
+            safe = row["id"].replace(os.sep, "_")
+            lines.append(f"- `{row['id']}`: LSD {row['lsd_db']:.2f} dB, MCD {row['mcd_db']:.2f} dB; "
+                         f"[original](vocoder_eval/wav/{safe}_original.wav), [vocoded](vocoder_eval/wav/{safe}_vocoded.wav)"
+                         + (f"; ASR on vocoded: \"{row['asr_vocoded']}\"" if "asr_vocoded" in row else ""))
+            if "png" in row:
+                lines += ["", f"![{row['id']}](vocoder_eval/{row['png']})", ""]
+        lines.append("")
+    lines += ["## Exported models", ""]
+    if data["exports"]:
+        lines += [f"- {name}: `{path}`" for name, path in data["exports"].items()]
+    else:
+        lines.append("No exports yet (stage 9 has not run).")
+    return "\n".join(lines) + "\n"
+
+
+def _html(markdown_text, exp_dir):
+    """Self-contained HTML: images inlined as data URIs so the page can be mailed or archived alone."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+
+    def inline(match):
+        path = os.path.join(exp_dir, match.group(1))
+        if not os.path.isfile(path):
+            return match.group(0)
+        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        with open(path, "rb") as f:
+            return f'src="data:{mime};base64,{base64.b64encode(f.read()).decode("ascii")}"'
+
+    body = re.sub(r'src="([^":]+)"', inline, body)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>speechkit report</title><style>{style}</style></head><body>{body}</body></html>\n"
+
+
+def write_report(exp_dir):
+    """Write ``report.md``, ``report.html``, ``report.json`` and ``training_curves.png`` into ``exp_dir``.
+
+    Returns:
+        dict, the collected figures.
+    """
+    data = collect(exp_dir)
+    curves = _plot_curves(exp_dir, os.path.join(exp_dir, "training_curves.png"))
+    text = _markdown(data, exp_dir, curves)
+    atomic_write_text(os.path.join(exp_dir, "report.md"), text)
+    atomic_write_text(os.path.join(exp_dir, "report.html"), _html(text, exp_dir))
+    atomic_write_text(os.path.join(exp_dir, "report.json"), json.dumps(data, indent=2) + "\n")
+    logger.info("wrote %s/report.md and report.html", exp_dir)
+    return data
