@@ -103,12 +103,12 @@ def main(argv=None):
     print(f"{len(utterances)} utterances, {seconds / 60:.1f} min of audio from {args.manifest}; "
           f"LM weights from {source}")
     print(f"front end + model: {model_time:.2f} s ({model_time / seconds:.4f} s per second of audio)\n")
-    print("| decoder | WER | CER | decode s per audio s |")
+    print("| decoder | WER | CER | decode ms per audio s |")
     print("|---|---|---|---|")
     for name, w, c, elapsed in results:
-        print(f"| {name} | {w:.2%} | {c:.2%} | {elapsed / seconds:.4f} |")
+        print(f"| {name} | {w:.2%} | {c:.2%} | {1000 * elapsed / seconds:.2f} |")
     print(f"\nwhole pipeline (front end + model + beam + LM) RTF: {rtf:.4f}\n")
-    figures = "; ".join(f"{name}: WER {w:.2%}, CER {c:.2%}, decode {elapsed / seconds:.4f} s/s"
+    figures = "; ".join(f"{name}: WER {w:.2%}, CER {c:.2%}, decode {1000 * elapsed / seconds:.2f} ms/s"
                         for name, w, c, elapsed in results)
     print(f"| {datetime.date.today().isoformat()} | {_revision()} | {_machine()} | `{command}` | "
           f"{figures}; pipeline RTF {rtf:.4f} |")
