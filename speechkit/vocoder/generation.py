@@ -116,6 +116,22 @@ class TFGenerator:
                                                 (0, x_first, buffer, time, out))
         return tf.transpose(out.stack()), buffer, time
 
+    def loop(self, x_first, buffer, time, noise, temperature, cond=None, speaker_vector=None):
+        """The compiled loop on tensors, callable inside another ``tf.function`` (SavedModel export).
+
+        Args:
+            x_first: int32 [batch], the input before the first generated sample.
+            buffer, time: the state tensors (``WaveNet.initial_state``).
+            noise: float32 [batch, samples], uniform in [0, 1); its length sets how many samples.
+            temperature: float32 scalar >= 0 (0 takes the argmax).
+            cond: float32 [batch, >= samples, cond_channels] upsampled conditioning, or None.
+            speaker_vector: float32 [batch, speaker_channels], or None.
+
+        Returns:
+            (classes int32 [batch, samples], buffer, time).
+        """
+        return self._fn(x_first, buffer, time, noise, temperature, cond, speaker_vector)
+
     def run(self, x_first, state, num_samples, *, noise, temperature=1.0, cond=None, speaker_vector=None):
         """Generate ``num_samples`` samples; same arguments and result as ``FastWaveNet.run``."""
         batch = int(state["buffer"].shape[1])

@@ -1,0 +1,130 @@
+"""Copy-synthesis metrics (known answers), the evaluation report, loading runs, and the vocoder CLI."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from speechkit import audio as audio_io
+from speechkit.cli import main
+from speechkit.data.manifest import Utterance, write_manifest
+from speechkit.errors import AudioError
+from speechkit.frontend import FrontendConfig
+from speechkit.vocoder.evaluate import evaluate_vocoder, log_spectral_distance, mel_cepstral_distortion
+from speechkit.vocoder.generation import load_vocoder
+from speechkit.vocoder.train import VocoderConfig, VocoderTrainConfig
+from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig
+
+FRONTEND = FrontendConfig(kind="mel", normalize=False)
+
+
+def _noise(n=8000, seed=0):
+    return (0.2 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
+
+
+def test_distances_known_answers():
+    x = _noise()
+    assert log_spectral_distance(x, x, frontend=FRONTEND) == 0.0
+    assert mel_cepstral_distortion(x, x, frontend=FRONTEND) == 0.0
+    # A gain of 1/2 lowers every power by 10 log10(4) dB and moves only the level cepstrum c0.
+    assert log_spectral_distance(x, 0.5 * x, frontend=FRONTEND) == pytest.approx(20 * np.log10(2), abs=1e-3)
+    assert mel_cepstral_distortion(x, 0.5 * x, frontend=FRONTEND) == pytest.approx(0.0, abs=1e-3)
+    other = _noise(seed=1)
+    lsd, mcd = log_spectral_distance(x, other, frontend=FRONTEND), mel_cepstral_distortion(x, other, frontend=FRONTEND)
+    assert 3 < lsd < 10 and mcd > 1
+    with pytest.raises(AudioError, match="equal lengths"):
+        log_spectral_distance(x, x[:-1], frontend=FRONTEND)
+
+
+def test_distances_ignore_silent_reference_frames():
+    speech = np.concatenate([_noise(4000, seed=3) * 1e-5, _noise(4000)])
+    hiss = speech + np.concatenate([_noise(4000, seed=2) * 0.05, np.zeros(4000, np.float32)])
+    assert log_spectral_distance(speech, hiss, frontend=FRONTEND) < 1.0
+    assert log_spectral_distance(speech, hiss, frontend=FRONTEND, active_db=200.0) > 10.0
+
+
+def _tiny_run(path, seed=0):
+    config = VocoderConfig(
+        frontend=FRONTEND,
+        model=WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
+                            head_channels=16, cond_channels=8),
+        train=VocoderTrainConfig(jit_compile=False))
+    model = WaveNet(config.model, config.frontend)
+    model.build()
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(0.0, 0.3, w.shape).astype(np.float32))
+    os.makedirs(path, exist_ok=True)
+    model.save(os.path.join(path, "model.keras"))
+    with open(os.path.join(path, "config.yaml"), "w") as f:
+        yaml.safe_dump(config.to_dict(), f)
+    return config
+
+
+class _FakeRecognizer:
+    """Knows the reference of loud-enough audio, and says nothing otherwise."""
+
+    run_dir = "fake-asr"
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    def transcribe(self, audios, decoder=None):
+        return [self.texts[len(a)] if np.abs(a).max() > 0.35 else "" for a in audios]
+
+
+def test_evaluate_vocoder_report(tmp_path):
+    _tiny_run(str(tmp_path / "run"))
+    vocoder = load_vocoder(str(tmp_path / "run"))
+    utts = []
+    texts = {}
+    for i, n in enumerate((900, 1300)):
+        path = str(tmp_path / f"u{i}.wav")
+        audio_io.save(path, 2 * _noise(n, seed=i).clip(-0.25, 0.25))
+        utts.append(Utterance(f"u{i}", path, n / 16000, f"WORD{i} TWO", "s"))
+        texts[n] = f"WORD{i} TWO"
+    utts.append(Utterance("gone", str(tmp_path / "missing.wav"), 1.0, "X", "s"))
+    out = str(tmp_path / "report")
+    report = evaluate_vocoder(vocoder, utts, out_dir=out, recognizer=_FakeRecognizer(texts), plots=1, seed=3)
+    s = report["summary"]
+    assert s["utterances"] == 2 and report["skipped"]["by_reason"] == {"unreadable": 1}
+    assert s["lsd_db"] > s["mulaw_lsd_db"] > 0 and s["mcd_db"] > 0 and s["rtf"] > 0
+    assert s["wer_original"] == 0.0
+    for name in ("report.json", "report.md", "png/u0.png", "wav/u0_original.wav", "wav/u1_vocoded.wav"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert not os.path.exists(os.path.join(out, "png", "u1.png"))
+    assert json.loads(open(os.path.join(out, "report.json")).read())["summary"] == s
+    vocoded = audio_io.load(os.path.join(out, "wav", "u1_vocoded.wav"))
+    assert len(vocoded) == 1300
+    assert "mel-cepstral distortion" in open(os.path.join(out, "report.md")).read()
+
+
+def test_load_vocoder_rejects_mismatched_config(tmp_path):
+    _tiny_run(str(tmp_path / "run"))
+    config = yaml.safe_load(open(tmp_path / "run" / "config.yaml"))
+    config["model"]["cond_channels"] = 4
+    yaml.safe_dump(config, open(tmp_path / "run" / "config.yaml", "w"))
+    with pytest.raises(Exception, match="differs"):
+        load_vocoder(str(tmp_path / "run"))
+
+
+def test_cli_vocode_generate_eval(tmp_path, capsys):
+    _tiny_run(str(tmp_path / "run"))
+    wav = str(tmp_path / "in.wav")
+    audio_io.save(wav, _noise(700))
+    out = str(tmp_path / "out.wav")
+    assert main(["vocode", str(tmp_path / "run"), "--mel-from", wav, "--out", out, "--seed", "2"]) == 0
+    assert len(audio_io.load(out)) == 700
+    assert "RTF" in capsys.readouterr().out
+    # A mel-conditioned model cannot free-run: a runtime error, exit 1.
+    assert main(["generate", str(tmp_path / "run"), "--seconds", "0.01", "--out", out]) == 1
+    assert "vocode" in capsys.readouterr().err
+    manifest = str(tmp_path / "m.jsonl")
+    write_manifest(manifest, [Utterance("a", wav, 700 / 16000, "A", "s"), Utterance("b", wav, 700 / 16000, "B", "s")])
+    assert main(["eval-vocoder", str(tmp_path / "run"), "--manifest", manifest, "--out", str(tmp_path / "rep"),
+                 "--limit", "1", "--plots", "0"]) == 0
+    assert "LSD" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "rep" / "report.json"))["summary"]["utterances"] == 1
+    assert main(["vocode", str(tmp_path / "nowhere"), "--mel-from", wav, "--out", out]) == 1

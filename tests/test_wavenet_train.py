@@ -1,0 +1,196 @@
+"""Vocoder training: aligned windows, determinism, tiny overfit, exact resume, time budget, presets."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from speechkit import audio as audio_io
+from speechkit.data.manifest import Utterance, write_manifest
+from speechkit.errors import ConfigError, SpeechkitError
+from speechkit.frontend import FrontendConfig, mu_law_encode
+from speechkit.vocoder.data import WindowSampler, corpus_from_dir, load_corpus, window_dataset
+from speechkit.vocoder.train import (
+    VocoderConfig,
+    VocoderTrainConfig,
+    build_model,
+    load_vocoder_config,
+    train_vocoder,
+)
+from speechkit.vocoder.wavenet import WaveNetConfig, conditioning_mel, silence_class
+
+FRONTEND = FrontendConfig(kind="mel", normalize=False)
+MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
+
+
+def _tiny_config(**train):
+    model = WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
+                          head_channels=16, cond_channels=8, num_speakers=2)
+    defaults = dict(batch_size=2, window_frames=4, epochs=2, steps_per_epoch=2, sample_every=0, jit_compile=False)
+    return VocoderConfig(frontend=FRONTEND, model=model, train=VocoderTrainConfig(**{**defaults, **train}))
+
+
+def _harmonic(seconds, f0, seed):
+    t = np.arange(int(seconds * 16000)) / 16000
+    rng = np.random.default_rng(seed)
+    wave = sum(0.3 / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) for k in range(1, 4))
+    return (wave * (0.6 + 0.4 * np.sin(2 * np.pi * 1.5 * t))).astype(np.float32)
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    utts = []
+    for i, (seconds, f0) in enumerate(((0.6, 150), (0.45, 210), (0.03, 300), (0.5, 120))):
+        path = str(tmp_path / f"u{i}.wav")
+        audio_io.save(path, _harmonic(seconds, f0, i))
+        utts.append(Utterance(f"u{i}", path, seconds, "A", f"s{i % 2}"))
+    path = str(tmp_path / "train.jsonl")
+    write_manifest(path, utts)
+    return path
+
+
+def test_window_mel_and_samples_align_with_the_whole_utterance(tmp_path):
+    items = []
+    for i, seconds in enumerate((0.06, 0.07)):
+        path = str(tmp_path / f"a{i}.wav")
+        audio_io.save(path, _harmonic(seconds, 180 + 40 * i, i))
+        items.append((f"a{i}", path, "x"))
+    corpus = load_corpus(items, sample_rate=16000, min_samples=640, source="test")
+    sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=2, batch_size=6, seed=1)
+    hop = FRONTEND.hop_length
+    starts_seen = set()
+    for step in range(4):
+        batch = sampler.batch(step)
+        mel = sampler.conditioning(batch["segment"]).numpy()
+        for row in range(6):
+            u, k = batch["utterance"][row], batch["start"][row]
+            starts_seen.add(int(k))
+            audio = corpus.audio(u)
+            full_mel = conditioning_mel(audio, frontend=FRONTEND, context=2).numpy()
+            np.testing.assert_allclose(mel[row], full_mel[k:k + 4 + 4], atol=2e-4)
+            classes = mu_law_encode(audio, FRONTEND.mu).numpy()
+            np.testing.assert_array_equal(batch["target"][row], classes[k * hop:(k + 4) * hop])
+            prev = classes[k * hop - 1:(k + 4) * hop - 1] if k else np.concatenate(
+                [[silence_class(FRONTEND)], classes[:4 * hop - 1]])
+            np.testing.assert_array_equal(batch["prev"][row], prev)
+    assert starts_seen == {0, 1, 2, 3}
+
+
+def test_batches_are_a_function_of_seed_and_step(manifest):
+    corpus = load_corpus(_items(manifest), sample_rate=16000, min_samples=640, source=manifest)
+
+    def make(seed):
+        return WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=2, batch_size=3, seed=seed)
+
+    a, b = make(0).batch(5), make(0).batch(5)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert not np.array_equal(make(0).batch(6)["target"], a["target"])
+    assert not np.array_equal(make(1).batch(5)["target"], a["target"])
+
+
+def _items(manifest):
+    from speechkit.data.manifest import read_manifest
+
+    return [(u.id, u.audio, u.speaker) for u in read_manifest(manifest)]
+
+
+def test_corpus_skips_and_counts_short_and_unreadable(tmp_path):
+    (tmp_path / "spk1").mkdir()
+    (tmp_path / "spk2").mkdir()
+    audio_io.save(str(tmp_path / "spk1" / "a.wav"), _harmonic(0.3, 200, 0))
+    audio_io.save(str(tmp_path / "spk2" / "b.flac"), _harmonic(0.01, 200, 1))
+    (tmp_path / "spk2" / "c.wav").write_bytes(b"not audio at all")
+    corpus = corpus_from_dir(str(tmp_path), sample_rate=16000, min_samples=640)
+    assert corpus.ids == [os.path.join("spk1", "a")] and corpus.speaker_names == ["spk1"]
+    assert corpus.skipped.counts == {"too_short": 1, "unreadable": 1}
+    with pytest.raises(SpeechkitError, match="no usable audio"):
+        corpus_from_dir(str(tmp_path / "spk2"), sample_rate=16000, min_samples=640)
+
+
+def test_tiny_model_overfits_one_clip(tmp_path):
+    path = str(tmp_path / "clip.wav")
+    audio_io.save(path, _harmonic(0.4, 200, 0))
+    corpus = load_corpus([("clip", path, "s")], sample_rate=16000, min_samples=640, source="t")
+    config = _tiny_config(learning_rate=0.01, batch_size=4)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_speakers=0))
+    model = build_model(config, seed=0)
+    sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=2, batch_size=4, seed=0)
+    dataset = window_dataset(sampler, model_config=config.model)
+    inputs, targets = next(iter(window_dataset(sampler, model_config=config.model, start_step=10_000)))
+    before = float(model.evaluate(inputs, targets, verbose=0)[1])
+    model.fit(dataset, epochs=1, steps_per_epoch=250, verbose=0)
+    after = float(model.evaluate(inputs, targets, verbose=0)[1])
+    assert before < 0.05
+    assert after > 0.25, after
+
+
+def test_training_writes_run_and_resumes_exactly(manifest, tmp_path):
+    config = _tiny_config()
+    straight = train_vocoder(config, out_dir=str(tmp_path / "a"), manifest=manifest, verbose=0)
+    assert straight["optimizer_steps"] == 4 and not straight["stopped_by_time_budget"]
+    assert straight["train_utterances"] == 3
+    for name in ("DONE", "model.keras", "config.yaml", "frontend.yaml", "speakers.json", "skipped.json",
+                 "history.csv"):
+        assert os.path.isfile(tmp_path / "a" / name), name
+    assert json.loads((tmp_path / "a" / "skipped.json").read_text())["by_reason"] == {"too_short": 1}
+    assert not os.path.exists(tmp_path / "a" / "backup")
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0, callbacks=[Crash()])
+    assert not os.path.exists(tmp_path / "b" / "DONE")
+    resumed = train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0)
+    assert resumed["optimizer_steps"] == 4
+    a = keras.saving.load_model(str(tmp_path / "a" / "model.keras"), compile=False)
+    b = keras.saving.load_model(str(tmp_path / "b" / "model.keras"), compile=False)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(wa.numpy(), wb.numpy(), atol=1e-6, err_msg=wa.path)
+    with pytest.raises(SpeechkitError, match="DONE"):
+        train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0)
+
+
+def test_time_budget_and_config_mismatch(manifest, tmp_path):
+    config = _tiny_config(epochs=50, steps_per_epoch=2, sample_every=1, sample_seconds=0.05)
+    summary = train_vocoder(config, out_dir=str(tmp_path / "r"), manifest=manifest, time_budget_min=1e-4,
+                            verbose=0)
+    assert summary["stopped_by_time_budget"] and summary["optimizer_steps"] < 100
+    assert os.listdir(tmp_path / "r" / "logs" / "samples")
+    other = _tiny_config(learning_rate=0.5)
+    os.makedirs(tmp_path / "s")
+    (tmp_path / "s" / "config.yaml").write_text("model: {}\n")
+    with pytest.raises(SpeechkitError, match="different config"):
+        train_vocoder(other, out_dir=str(tmp_path / "s"), manifest=manifest, verbose=0)
+
+
+def test_too_many_speakers_is_an_error(manifest, tmp_path):
+    config = _tiny_config()
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, num_speakers=1))
+    with pytest.raises(SpeechkitError, match="speakers"):
+        train_vocoder(config, out_dir=str(tmp_path / "t"), manifest=manifest, verbose=0)
+
+
+@pytest.mark.parametrize("name", ["wavenet-mini", "wavenet-mel", "wavenet-uncond"])
+def test_presets_load(name):
+    config = load_vocoder_config(os.path.join(MODELS, f"{name}.yaml"))
+    assert config.frontend.kind == "mel" and not config.frontend.normalize
+    assert config.model.hop_length == config.frontend.hop_length == 160
+    if name == "wavenet-mini":
+        assert config.model.residual_channels == 32 and config.model.gate_channels == 32
+    if name == "wavenet-mel":
+        assert 24 <= config.model.num_layers <= 30
+    if name == "wavenet-uncond":
+        assert config.model.conditioning == "none" and config.model.num_speakers > 0
+
+
+def test_preset_unknown_key_is_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  residual_channel: 32\n")
+    with pytest.raises(ConfigError, match="residual_channel"):
+        load_vocoder_config(str(path))
