@@ -18,6 +18,8 @@ def register(commands, groups):
     p.add_argument("--report", default=None, help="skip report (JSON); default <out>.report.json")
     p.add_argument("--min-duration", type=float, default=0.1, help="seconds")
     p.add_argument("--max-duration", type=float, default=35.0, help="seconds")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="read only each file's header instead of decoding it (faster; corrupt audio then fails in training)")
     p.set_defaults(func=_import_librispeech)
 
     p = add_defaults_help(data.add_parser("synth-mini", help="synthesise the embedded mini corpus with espeak-ng and flite"))
@@ -51,7 +53,8 @@ def _import_librispeech(args):
     from speechkit.data.librispeech import import_librispeech
 
     utterances, report = import_librispeech(args.root, args.out, min_duration=args.min_duration,
-                                            max_duration=args.max_duration, report_path=args.report)
+                                            max_duration=args.max_duration, report_path=args.report,
+                                            verify=args.verify)
     print(f"{args.out}: {len(utterances)} utterances, {sum(u.duration for u in utterances) / 3600:.2f} h; {report.summary()}")
 
 

@@ -3,6 +3,7 @@
 import glob
 import logging
 import os
+import re
 
 from tqdm import tqdm
 
@@ -16,13 +17,15 @@ __all__ = ["import_librispeech"]
 logger = logging.getLogger(__name__)
 
 _AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg")
+_DIGITS = re.compile(r"[0-9]")
 
 
-def import_librispeech(root, out, *, min_duration=0.1, max_duration=35.0, report_path=None):
+def import_librispeech(root, out, *, min_duration=0.1, max_duration=35.0, report_path=None, verify=True):
     """Write a JSONL manifest for every transcribed utterance under ``root``.
 
     Every transcript line becomes one manifest entry or one counted, listed skip: missing audio,
-    unreadable audio, empty text (after normalisation), or duration outside
+    unreadable, corrupt or truncated audio, empty text (after normalisation), digits in the text
+    (a character model cannot learn "42" from speech that says "forty-two"), or duration outside
     ``[min_duration, max_duration]`` seconds. Audio files with no transcript line are listed too.
     The manifest and the report are written atomically.
 
@@ -31,6 +34,8 @@ def import_librispeech(root, out, *, min_duration=0.1, max_duration=35.0, report
         out: str, the manifest to write.
         min_duration, max_duration: float seconds, the accepted duration range.
         report_path: str, where the JSON skip report goes; defaults to ``<out>.report.json``.
+        verify: bool, decode every file (``speechkit.audio.verify``) rather than read its header
+            only, so that corrupt or truncated audio is skipped here, not met mid-training.
 
     Returns:
         (list of Utterance, SkipReport).
@@ -65,8 +70,11 @@ def import_librispeech(root, out, *, min_duration=0.1, max_duration=35.0, report
         if not text:
             report.add("empty_text", path, f"transcript {raw_text!r} normalises to nothing")
             continue
+        if _DIGITS.search(raw_text):
+            report.add("digits_in_text", path, f"transcript {raw_text!r} has digits; spell numbers out")
+            continue
         try:
-            duration, _, _ = audio_io.info(path)
+            duration, _, _ = (audio_io.verify if verify else audio_io.info)(path)
         except AudioError as err:
             report.add("unreadable", path, err)
             continue
