@@ -1,19 +1,24 @@
 """Evaluate a recogniser on a manifest: WER/CER with bootstrap intervals, per speaker, worst utterances, RTF.
 
 Unreadable audio never stops an evaluation: the utterance is skipped, counted by reason and listed
-in the report, and the totals say how many utterances were scored.
+in the report, and the totals say how many utterances were scored. References are normalised like
+training transcripts (``speechkit.text.normalize``), so accents fold to ASCII; a reference that
+holds digits cannot be matched by a character model and is skipped as ``reference_has_digits``.
 """
 
 import collections
+import dataclasses
 import json
 import logging
 import os
+import re
 import time
 
 import numpy as np
 from tqdm import tqdm
 
 from speechkit import audio as audio_io
+from speechkit import text as text_norm
 from speechkit.asr.decoding import greedy_decode
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import SkipReport
@@ -61,9 +66,15 @@ def format_alignment(ref_words, hyp_words, chunks):
 
 def _load(utterances, sample_rate, skips):
     for utt in utterances:
-        if not utt.text.strip():
+        if re.search(r"[0-9]", utt.text):
+            skips.add("reference_has_digits", utt.id, f"{utt.text!r}; spell numbers out")
+            continue
+        text = text_norm.normalize(utt.text, allow_empty=True)
+        if not text:
             skips.add("empty_reference", utt.id, utt.audio)
             continue
+        if text != utt.text:
+            utt = dataclasses.replace(utt, text=text)
         try:
             yield utt, audio_io.load(utt.audio, sample_rate=sample_rate)
         except AudioError as err:

@@ -3,6 +3,11 @@
 The front end runs inside the same ``tf.function`` as the network, on the zero-padded batch, so
 serving computes exactly the features training saw (``speechkit.frontend``), and the run's saved
 front-end config is checked against the model before anything is recognised.
+
+Long recordings are cut into overlapping windows of at most ``chunk_seconds``: each window's
+outer ``chunk_context_seconds`` on either side only give the bidirectional GRUs context and are
+cut off again, and the kept cores are joined frame-exactly. Memory then grows with the window,
+not with the recording, and ``transcribe_files`` reads a long file window by window from disk.
 """
 
 import json
@@ -18,7 +23,8 @@ from speechkit import frontend as fe
 from speechkit.asr import deepspeech2  # noqa: F401  (registers the custom layers for loading)
 from speechkit.asr.decoding import greedy_decode
 from speechkit.config import from_dict, load_yaml
-from speechkit.errors import ConfigError, SpeechkitError
+from speechkit.data.manifest import SkipReport
+from speechkit.errors import AudioError, ConfigError, SpeechkitError
 from speechkit.frontend import FrontendConfig
 from speechkit.text import Vocabulary
 
@@ -37,12 +43,16 @@ class Recognizer:
         run_dir: optional str, where the run was loaded from.
         batch_size: int > 0, most utterances per forward pass.
         max_batch_seconds: float > 0, most padded audio seconds per forward pass (bounds memory).
+        chunk_seconds: float > 0, longest window the network sees at once; longer audio is split.
+        chunk_context_seconds: float >= 0, context on each side of a window's kept core; must
+            leave a core of at least one output frame.
 
     Attributes:
         vocabulary, frontend, run_dir, network.
     """
 
-    def __init__(self, network, *, vocabulary, frontend, run_dir=None, batch_size=16, max_batch_seconds=400.0):
+    def __init__(self, network, *, vocabulary, frontend, run_dir=None, batch_size=16, max_batch_seconds=400.0,
+                 chunk_seconds=30.0, chunk_context_seconds=2.0):
         out_size = network.outputs[0].shape[-1]
         if out_size != vocabulary.size:
             raise ConfigError(f"{run_dir or 'model'}: network outputs {out_size} classes, vocabulary has {vocabulary.size}")
@@ -58,6 +68,15 @@ class Recognizer:
         self.run_dir = run_dir
         self.batch_size = int(batch_size)
         self.max_batch_samples = int(max_batch_seconds * frontend.sample_rate)
+        strides = [layer.strides for layer in network.layers if isinstance(layer, deepspeech2.MaskedConv2D)]
+        self.time_reduction_factor = deepspeech2.time_reduction_factor(strides) if strides else 1
+        unit = frontend.hop_length * self.time_reduction_factor
+        self._context = int(chunk_context_seconds * frontend.sample_rate) // unit * unit
+        self._core = (int(chunk_seconds * frontend.sample_rate) - 2 * self._context) // unit * unit
+        if self._core < unit or chunk_context_seconds < 0:
+            raise ConfigError(f"chunk_seconds={chunk_seconds} leaves no core after 2 x chunk_context_seconds="
+                              f"{chunk_context_seconds} of context")
+        self.chunk_samples = self._core + 2 * self._context
 
         @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None], tf.int32)])
         def forward(audio, lengths):
@@ -79,11 +98,32 @@ class Recognizer:
             batches.append(current)
         return batches
 
+    def windows(self, num_samples):
+        """How audio of ``num_samples`` samples is cut for the network.
+
+        Returns:
+            list of ``(start, end, keep_from, keep_to)``: window ``[start, end)`` in samples, and the
+            slice of its output frames to keep. Joining the kept slices gives exactly the number of
+            output frames of the whole recording. One window when ``num_samples <= chunk_samples``.
+        """
+        if num_samples <= self.chunk_samples:
+            return [(0, num_samples, 0, None)]
+        unit = self.frontend.hop_length * self.time_reduction_factor
+        total = int(deepspeech2.output_lengths(fe.num_frames(num_samples, self.frontend),
+                                               [(self.time_reduction_factor, 1)]))
+        out = []
+        for core in range(0, num_samples, self._core):
+            start, end = max(0, core - self._context), min(num_samples, core + self._core + self._context)
+            offset = start // unit
+            out.append((start, end, core // unit - offset, min((core + self._core) // unit, total) - offset))
+        return out
+
     def log_probs(self, audios):
         """Per-frame log-probabilities for each utterance, over its true length only.
 
         Utterances are sorted by length and batched, so padding stays small; because the network is
-        padding-invariant the result does not depend on the batching.
+        padding-invariant the result does not depend on the batching. Audio longer than
+        ``chunk_samples`` is recognised in overlapping windows (``windows``).
 
         Args:
             audios: list of float32 [samples] arrays at ``frontend.sample_rate``, in [-1, 1].
@@ -95,6 +135,18 @@ class Recognizer:
             AudioError: an item is empty, not 1-D, or not finite.
         """
         audios = [audio_io.valid_audio(a, source=f"audio[{i}]") for i, a in enumerate(audios)]
+        pieces, owners = [], []
+        for i, audio in enumerate(audios):
+            for start, end, keep_from, keep_to in self.windows(len(audio)):
+                pieces.append(audio[start:end])
+                owners.append((i, keep_from, keep_to))
+        outputs = self._run(pieces)
+        parts = [[] for _ in audios]
+        for (i, keep_from, keep_to), lp in zip(owners, outputs):
+            parts[i].append(lp[keep_from:keep_to])
+        return [p[0] if len(p) == 1 else np.concatenate(p) for p in parts]
+
+    def _run(self, audios):
         lengths = np.array([len(a) for a in audios], np.int64)
         results = [None] * len(audios)
         for batch in self._batches(lengths):
@@ -105,24 +157,88 @@ class Recognizer:
             log_probs, out_lengths = self._forward(tf.constant(padded), tf.constant(lengths[batch], tf.int32))
             log_probs, out_lengths = log_probs.numpy(), out_lengths.numpy()
             for row, i in enumerate(batch):
-                results[i] = log_probs[row, :out_lengths[row]]
+                results[i] = log_probs[row, :out_lengths[row]].copy()
         return results
 
     def transcribe(self, audios, decoder=None):
         """Transcripts of ``audios``: greedy when ``decoder`` is None, else ``decoder.decode_batch(log_probs)``."""
-        log_probs = self.log_probs(audios)
+        return self._decode(self.log_probs(audios), decoder)
+
+    def _decode(self, log_probs, decoder):
         if decoder is None:
             return [greedy_decode(lp, self.vocabulary) for lp in log_probs]
         return list(decoder.decode_batch(log_probs))
 
+    def transcribe_files(self, paths, *, decoder=None, skip_report=None, files_per_batch=None):
+        """Transcribe audio files lazily, in bounded memory: yield ``(path, transcript)`` in input order.
 
-def load_run(run_dir, *, expected_frontend=None, batch_size=16):
+        Files are read ``files_per_batch`` at a time and released after decoding, so memory does not
+        grow with the number of files. A file longer than ``chunk_samples`` is read from disk one
+        window at a time (``speechkit.audio.load`` with an offset), so memory does not grow with its
+        length either. An unreadable file is not yielded: it is counted in ``skip_report`` under
+        ``bad_audio`` (with the reason naming the file) and the next file is processed.
+
+        Args:
+            paths: iterable of str, audio files in any libsndfile format and rate.
+            decoder: None for greedy, else an object with ``decode_batch``.
+            skip_report: optional ``SkipReport`` that receives the skipped files.
+            files_per_batch: int > 0, files read together; defaults to ``batch_size``.
+
+        Yields:
+            ``(path, str)``.
+        """
+        skips = skip_report if skip_report is not None else SkipReport()
+        group_size = int(files_per_batch or self.batch_size)
+        rate = self.frontend.sample_rate
+        group = []
+        for path in paths:
+            try:
+                seconds = audio_io.info(path)[0]
+                if seconds * rate > self.chunk_samples:
+                    yield from self._flush(group, decoder)
+                    group = []
+                    yield path, self._decode([self._long_file_log_probs(path, seconds)], decoder)[0]
+                    continue
+                group.append((path, audio_io.load(path, sample_rate=rate)))
+            except AudioError as err:
+                logger.debug("skipped: %s", err)
+                skips.add("bad_audio", path, err)
+                continue
+            if len(group) >= group_size:
+                yield from self._flush(group, decoder)
+                group = []
+        yield from self._flush(group, decoder)
+
+    def _flush(self, group, decoder):
+        if not group:
+            return []
+        texts = self.transcribe([audio for _, audio in group], decoder=decoder)
+        return [(path, text) for (path, _), text in zip(group, texts)]
+
+    def _long_file_log_probs(self, path, seconds):
+        """Log-probabilities of a long file, read and recognised ``batch_size`` windows at a time."""
+        rate = self.frontend.sample_rate
+        windows = self.windows(int(round(seconds * rate)))
+        parts = []
+        for first in range(0, len(windows), self.batch_size):
+            chunk = windows[first:first + self.batch_size]
+            audios = [audio_io.load(path, sample_rate=rate, offset=start / rate, duration=(end - start) / rate)
+                      for start, end, _, _ in chunk]
+            for (_, _, keep_from, keep_to), lp in zip(chunk, self._run(audios)):
+                parts.append(lp[keep_from:keep_to])
+        logger.info("%s: %.1f s recognised in %d windows of at most %.1f s", path, seconds, len(windows),
+                    self.chunk_samples / rate)
+        return np.concatenate(parts)
+
+
+def load_run(run_dir, *, expected_frontend=None, batch_size=16, chunk_seconds=30.0):
     """Load ``RUN/model.keras`` with its vocabulary and front end, checking that they agree.
 
     Args:
         run_dir: str, a directory written by ``speechkit train asr``.
         expected_frontend: optional FrontendConfig the caller's features use; any difference raises.
         batch_size: int, utterances per forward pass.
+        chunk_seconds: float, longest window recognised at once (``Recognizer``).
 
     Returns:
         Recognizer.
@@ -153,4 +269,5 @@ def load_run(run_dir, *, expected_frontend=None, batch_size=16):
     except (ValueError, OSError) as err:
         raise SpeechkitError(f"{paths['model.keras']}: cannot load the model ({err})") from None
     logger.info("loaded %s: %d parameters, %s features", paths["model.keras"], network.count_params(), frontend.kind)
-    return Recognizer(network, vocabulary=vocabulary, frontend=frontend, run_dir=run_dir, batch_size=batch_size)
+    return Recognizer(network, vocabulary=vocabulary, frontend=frontend, run_dir=run_dir, batch_size=batch_size,
+                      chunk_seconds=chunk_seconds)

@@ -25,8 +25,10 @@ def register(commands, groups):
 
     p = add_defaults_help(commands.add_parser("transcribe", help="transcribe audio files with a trained ASR run"))
     p.add_argument("run", help="run directory (holds model.keras)")
-    p.add_argument("audio", nargs="+", help="audio files (any libsndfile format; resampled to the model's rate)")
+    p.add_argument("audio", nargs="+", help="audio files (any libsndfile format; resampled to the model's rate); "
+                   "files longer than 30 s are recognised in overlapping windows")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--report", default=None, help="write the skipped files, by reason, to this JSON file")
     _add_decoder_args(p)
     p.set_defaults(func=_transcribe)
 
@@ -76,24 +78,21 @@ def _train(args):
 
 
 def _transcribe(args):
-    from speechkit import audio as audio_io
     from speechkit.asr.inference import load_run
-    from speechkit.errors import AudioError
+    from speechkit.data.manifest import SkipReport
 
     recognizer = load_run(args.run, batch_size=args.batch_size)
     decoder = _make_decoder(args, recognizer)
-    paths, audios, failed = [], [], 0
-    for path in args.audio:
-        try:
-            audios.append(audio_io.load(path, sample_rate=recognizer.frontend.sample_rate))
-            paths.append(path)
-        except AudioError as err:
-            failed += 1
-            print(f"speechkit: skipped: {err}", file=sys.stderr)
-    for path, text in zip(paths, recognizer.transcribe(audios, decoder=decoder) if audios else []):
-        print(f"{path}\t{text}")
-    if failed:
-        print(f"speechkit: {failed} of {len(args.audio)} file(s) skipped", file=sys.stderr)
+    skips = SkipReport()
+    for path, text in recognizer.transcribe_files(args.audio, decoder=decoder, skip_report=skips):
+        print(f"{path}\t{text}", flush=True)
+    for reason, items in skips.items.items():
+        for item in items:
+            print(f"speechkit: skipped ({reason}): {item['detail']}", file=sys.stderr)
+    if args.report:
+        skips.write(args.report)
+    if skips.total:
+        print(f"speechkit: {skips.total} of {len(args.audio)} file(s) skipped ({skips.summary()})", file=sys.stderr)
         return 1
     return 0
 

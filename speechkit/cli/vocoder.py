@@ -25,6 +25,8 @@ def register(commands, groups):
     p.add_argument("run", help="vocoder run directory (holds model.keras)")
     p.add_argument("--mel-from", required=True, metavar="AUDIO", help="audio file whose log-mel conditions the model")
     p.add_argument("--out", required=True, help="output audio file (wav or flac)")
+    p.add_argument("--max-seconds", type=float, default=120.0,
+                   help="refuse longer input: sample-by-sample generation of a long file would run for hours")
     _add_sampling_args(p)
     p.set_defaults(func=_vocode)
 
@@ -79,8 +81,13 @@ def _vocode(args):
     import time
 
     from speechkit import audio as audio_io
+    from speechkit.errors import AudioError
     from speechkit.vocoder.generation import load_vocoder
 
+    seconds = audio_io.info(args.mel_from)[0]
+    if seconds > args.max_seconds:
+        raise AudioError(f"{args.mel_from}: {seconds:.1f} s is longer than --max-seconds {args.max_seconds:g}; "
+                         "cut it into shorter files or raise the limit")
     vocoder = load_vocoder(args.run)
     audio = audio_io.load(args.mel_from, sample_rate=vocoder.frontend.sample_rate)
     started = time.perf_counter()
