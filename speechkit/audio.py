@@ -94,18 +94,21 @@ def load(path, *, sample_rate=SAMPLE_RATE, offset=0.0, duration=None):
     """
     _check_exists(path)
     try:
-        with sf.SoundFile(os.fspath(path)) as f:
-            rate = f.samplerate
-            start = int(round(offset * rate))
-            if offset or duration is not None:
-                if start >= f.frames:
-                    raise AudioError(f"{path}: segment at {offset:.2f} s starts after the end "
-                                     f"({f.frames / rate:.2f} s)")
-                f.seek(start)
-            frames = -1 if duration is None else int(round(duration * rate))
-            audio = f.read(frames, dtype="float32", always_2d=True)
+        f = sf.SoundFile(os.fspath(path))
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"{path}: not readable as audio ({_reason(err)})") from None
+    with f:
+        rate = f.samplerate
+        start = int(round(offset * rate))
+        if (offset or duration is not None) and start >= f.frames:
+            raise AudioError(f"{path}: segment at {offset:.2f} s starts after the end ({f.frames / rate:.2f} s)")
+        frames = -1 if duration is None else int(round(duration * rate))
+        try:
+            if start:
+                f.seek(start)
+            audio = f.read(frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise AudioError(f"{path}: audio data is corrupt ({_reason(err)})") from None
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: audio is empty (zero samples)")
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]

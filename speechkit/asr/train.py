@@ -6,7 +6,9 @@ A run directory holds everything needed to continue or to use the model:
 - ``train_log.csv`` (one row per epoch or partial epoch), ``tensorboard/`` (loss, dev WER, learning rate);
 - ``model.keras``, the network with the best dev WER so far;
 - ``backup/``: the latest training state, written every ``checkpoint_every`` steps;
-- ``train_skipped.json`` (utterances left out and why) and ``DONE`` once training ends normally.
+- ``train_skipped.json`` (utterances left out and why) and ``DONE`` once training ends normally;
+- ``batches.jsonl``: one line per step (epoch, batch, step, running loss, non-finite flag, utterance
+  ids), cut back to the checkpoint on resume, so it lists exactly what the weights have seen.
 
 Resuming is exact. Keras' ``BackupAndRestore`` restores the epoch but restarts it from its first
 batch, so here the state records the epoch AND the number of batches done in it; the batch plan
@@ -15,8 +17,21 @@ of an epoch is a pure function of ``(seed, epoch)`` (``plan_batches``), so a res
 file carries the optimizer state (moments and iteration counter), and a state file is only
 written, atomically, after its weights file is complete, so a ``kill -9`` at any moment leaves the
 last complete checkpoint.
+
+A step whose loss or gradients are NaN or infinite changes nothing: neither the weights, nor the
+optimizer state and step counter, nor the batch-norm statistics. It is counted
+(``nonfinite_steps``), logged with the batch's utterance ids, and after
+``_MAX_CONSECUTIVE_NONFINITE`` such steps in a row training stops with an error naming the batch.
+
+Distributed training: ``strategy="mirrored"`` replicates over the local GPUs (or the logical CPU
+devices when there is none); ``"multi-worker"`` runs ``MultiWorkerMirroredStrategy`` across the
+hosts of ``TF_CONFIG``. Every replica takes a slice of each planned batch and the loss is the sum
+over the global batch divided by its size, so a global batch gives the same gradient on any number
+of replicas (up to batch-norm statistics, which are per replica). The chief writes the run
+directory; other workers read the checkpoint from it and write to a temporary directory.
 """
 
+import atexit
 import dataclasses
 import glob
 import hashlib
@@ -24,8 +39,11 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 
 import keras
@@ -51,6 +69,9 @@ logger = logging.getLogger(__name__)
 _SCHEDULES = ("constant", "exponential", "cosine", "inverse_sqrt")
 _BACKUP = "backup"
 _STATE = "state.json"
+_BATCH_LOG = "batches.jsonl"
+_STRATEGIES = ("default", "mirrored", "multi-worker")
+_MAX_CONSECUTIVE_NONFINITE = 20
 
 
 # -- Configuration -- #
@@ -211,9 +232,13 @@ class CTCTrainer(keras.Model):
     """Wraps a Deep Speech 2 network with a CTC ``train_step`` for ``fit``.
 
     Data elements are ``((features, feature_lengths), (labels, label_lengths))``. The loss is the
-    per-utterance CTC loss with the true label and output lengths, averaged over the batch. Only
-    the wrapped network is saved as ``model.keras``; the wrapper's weights file (network plus
-    optimizer state) is the resumable checkpoint.
+    per-utterance CTC loss with the true label and output lengths, averaged over the global batch
+    (all replicas). Only the wrapped network is saved as ``model.keras``; the wrapper's weights file
+    (network plus optimizer state) is the resumable checkpoint.
+
+    A step with a non-finite loss or gradient on any replica, or with a label longer than its CTC
+    alignment allows, is skipped on all of them: no weight, optimizer slot, step counter or
+    batch-norm statistic changes, and the step reports ``nonfinite = 1`` in its logs.
 
     Args:
         network: the functional model from ``build_deepspeech2``.
@@ -233,15 +258,71 @@ class CTCTrainer(keras.Model):
 
     def train_step(self, data):
         (features, feature_lengths), (labels, label_lengths) = data
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        context = tf.distribute.get_replica_context()
+        count = tf.cast(tf.shape(features)[0], tf.float32)
+        global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        statistics = self.network.non_trainable_variables
+        before = [tf.identity(v.value) for v in statistics]
         with tf.GradientTape() as tape:
             log_probs, lengths = self.network([features, feature_lengths], training=True)
-            loss = tf.reduce_mean(ctc_loss(labels, label_lengths, log_probs, lengths))
-            scaled = self.optimizer.scale_loss(loss / replicas)
+            losses = ctc_loss(labels, label_lengths, log_probs, lengths)
+            loss = tf.reduce_sum(losses) / tf.maximum(global_count, 1.0)
+            scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        self.loss_tracker.update_state(loss, sample_weight=tf.shape(features)[0])
-        return {"loss": self.loss_tracker.result()}
+        checked = [losses]
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            checked += [g for g in grads if g is not None]  # (loss scaling skips overflowing gradients itself)
+        local_bad = tf.logical_not(tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in checked]))
+        # TensorFlow scores an impossible alignment with a finite, meaningless loss, not +inf.
+        local_bad = tf.logical_or(local_bad, tf.reduce_any(_ctc_min_frames(labels, label_lengths) > lengths))
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(local_bad, tf.float32)) > 0
+        self._apply_unless(bad, grads)
+        for variable, value in zip(statistics, before):
+            variable.assign(tf.where(bad, value, variable.value))
+        mean = tf.reduce_sum(losses) / tf.maximum(count, 1.0)
+        self.loss_tracker.update_state(tf.where(bad, 0.0, mean), sample_weight=tf.where(bad, 0.0, count))
+        logs = {"loss": self.loss_tracker.result(), "nonfinite": tf.cast(bad, tf.float32)}
+        if _multi_worker(tf.distribute.get_strategy()):
+            # Keras averages multi-worker logs with ``strategy.reduce("MEAN", value, axis=0)``: give them that axis.
+            logs = {key: tf.reshape(value, [1]) for key, value in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Skip Keras' build from the first batch when ``train`` has already built network and optimizer.
+
+        That build reduces the first (nested) batch across workers, which fails under
+        ``MultiWorkerMirroredStrategy``, and it has nothing left to create here.
+        """
+        if self.built and self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _apply_unless(self, skip, grads):
+        """Apply ``grads`` unless ``skip`` (a bool tensor, equal on every replica).
+
+        Strategies that need ``merge_call`` to update variables forbid it inside a ``tf.cond`` in
+        replica context, so there the condition is evaluated in cross-replica context, as Keras'
+        ``LossScaleOptimizer`` does.
+        """
+        variables = self.trainable_variables
+
+        def apply():
+            self.optimizer.apply(grads, variables)
+
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(skip, lambda: None, apply)
+            return
+
+        def cross_replica(distribution, skip, grads):
+            skip = distribution.experimental_local_results(skip)[0]
+
+            def apply_everywhere():
+                distribution.extended.call_for_each_replica(lambda g: self.optimizer.apply(g, variables),
+                                                            args=(grads,))
+
+            tf.cond(skip, lambda: None, apply_everywhere)
+
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(skip, grads))
 
 
 # -- Data selection -- #
@@ -280,6 +361,15 @@ def select_utterances(utterances, *, vocabulary, frontend, conv_strides, max_dur
     return kept, report
 
 
+def _ctc_min_frames(labels, label_lengths):
+    """In-graph ``ctc_min_frames``: label length plus one blank per repeated character, int32 [batch]."""
+    labels = tf.cast(labels, tf.int32)
+    label_lengths = tf.cast(label_lengths, tf.int32)
+    inside = tf.sequence_mask(label_lengths - 1, tf.shape(labels)[1] - 1)
+    repeats = tf.logical_and(tf.equal(labels[:, 1:], labels[:, :-1]), inside)
+    return label_lengths + tf.reduce_sum(tf.cast(repeats, tf.int32), axis=1)
+
+
 def _scalar(tag, value):
     """Write a TensorBoard scalar without importing the ``tensorboard`` package (``tf.summary.scalar`` needs it)."""
     from tensorflow.core.framework import summary_pb2
@@ -296,7 +386,10 @@ def _fingerprint(utterances):
 
 
 def _to_fit(ds):
-    return ds.map(lambda f, fl, l, ll: ((f, fl), (l, ll)))
+    options = tf.data.Options()
+    # Each planned batch is split between the replicas (and workers), never dealt out whole.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.map(lambda f, fl, l, ll: ((f, fl), (l, ll))).with_options(options)
 
 
 # -- Callbacks -- #
@@ -344,9 +437,13 @@ class _TrainState(keras.callbacks.Callback):
     The position in the epoch is tracked here because ``fit`` only sees the remaining batches.
     """
 
-    def __init__(self, run_dir, *, state, checkpoint_every, log_every, time_budget_s, fingerprint, dev=None):
+    def __init__(self, run_dir, *, state, checkpoint_every, log_every, time_budget_s, fingerprint, dev=None,
+                 utterance_ids=None):
         super().__init__()
         self.run_dir = run_dir
+        self.utterance_ids = utterance_ids
+        self.consecutive_nonfinite = 0
+        self.batch_log = open(os.path.join(run_dir, _BATCH_LOG), "a", encoding="utf-8")
         self.backup_dir = os.path.join(run_dir, _BACKUP)
         self.state = dict(state)
         self.checkpoint_every = checkpoint_every
@@ -372,9 +469,18 @@ class _TrainState(keras.callbacks.Callback):
         self._batch_cpu = time.process_time()
 
     def on_train_batch_end(self, batch, logs=None):
+        nonfinite = bool(int(logs.pop("nonfinite", 0)))
         self.state["train_seconds"] += time.monotonic() - self._batch_start
         self.state["train_cpu_seconds"] = self.state.get("train_cpu_seconds", 0.0) + time.process_time() - self._batch_cpu
         done = self.offset + batch + 1
+        ids = [self.utterance_ids[i] for i in self.plan[done - 1]] if self.utterance_ids else []
+        self.batch_log.write(json.dumps({"epoch": self.epoch, "batch": done - 1, "step": self.step,
+                                         "loss": float(logs["loss"]), "nonfinite": nonfinite, "ids": ids}) + "\n")
+        self.batch_log.flush()
+        if nonfinite:
+            self._skipped(done - 1, ids)
+        else:
+            self.consecutive_nonfinite = 0
         self.state["audio_seconds"] += float(sum(self.durations[i] for i in self.plan[done - 1]))
         self.state["epoch"], self.state["batch"] = self.epoch, done
         step = self.step
@@ -389,6 +495,17 @@ class _TrainState(keras.callbacks.Callback):
             self.budget_hit = True
             self.model.stop_training = True
 
+    def _skipped(self, index, ids):
+        self.state["nonfinite_steps"] = self.state.get("nonfinite_steps", 0) + 1
+        self.consecutive_nonfinite += 1
+        where = f"epoch {self.epoch}, batch {index} (utterances {', '.join(ids)})"
+        logger.warning("non-finite loss or gradient, or impossible CTC alignment, at %s: step skipped, "
+                       "weights unchanged", where)
+        if self.consecutive_nonfinite >= _MAX_CONSECUTIVE_NONFINITE:
+            raise SpeechkitError(f"{self.run_dir}: {self.consecutive_nonfinite} steps in a row had a non-finite loss, "
+                                 f"gradient or impossible alignment, the last at {where}; training diverged: lower "
+                                 "the learning rate or check those utterances (the last checkpoint is intact)")
+
     def out_of_time(self):
         """True when the time left no longer covers a dev evaluation (plus a margin)."""
         if self.time_budget_s is None:
@@ -397,6 +514,7 @@ class _TrainState(keras.callbacks.Callback):
         return time.monotonic() - self.started + reserve >= self.time_budget_s
 
     def on_epoch_end(self, epoch, logs=None):
+        logs.pop("nonfinite", None)
         logs["step"] = self.step
         logs["learning_rate"] = self._learning_rate()
         if self.dev is not None:
@@ -433,6 +551,58 @@ class _TrainState(keras.callbacks.Callback):
 
 
 # -- Training -- #
+
+def _truncate_batch_log(run_dir, state):
+    """Keep the ``batches.jsonl`` lines of the steps the checkpoint includes (a kill may leave more, or half a line)."""
+    path = os.path.join(run_dir, _BATCH_LOG)
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if (entry["epoch"], entry["batch"]) < (state["epoch"], state["batch"]):
+                kept.append(line if line.endswith("\n") else line + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
+def _remove_partial_files(run_dir):
+    """Delete temporary files a kill during a checkpoint or model write leaves behind."""
+    for path in glob.glob(os.path.join(run_dir, _BACKUP, "tmp-*.weights.h5")) + glob.glob(
+            os.path.join(run_dir, ".tmp-*-model.keras")):
+        os.remove(path)
+
+
+def _make_strategy(name):
+    """The ``tf.distribute`` strategy for ``name``; created before any other TensorFlow op runs."""
+    if name == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("strategy 'multi-worker' needs the TF_CONFIG environment variable (cluster and task)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy(devices=[d.name for d in devices])
+    return tf.distribute.get_strategy()
+
+
+def _multi_worker(dist):
+    extended = getattr(dist, "extended", None)
+    return (isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy)
+            and bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()))
+
+
+def _is_chief(dist):
+    resolver = getattr(dist, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return (resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+
 
 def _read_state(run_dir):
     path = os.path.join(run_dir, _BACKUP, _STATE)
@@ -474,7 +644,10 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
         time_budget: optional float, minutes of wall time for this call; training stops cleanly
             (checkpoint, dev WER, ``model.keras``) before the budget runs out.
         mixed_precision: bool, bfloat16 compute on CPU, float16 with loss scaling on GPU.
-        strategy: ``"default"`` or ``"mirrored"`` (``tf.distribute.MirroredStrategy`` over local devices).
+        strategy: ``"default"``, ``"mirrored"`` (``tf.distribute.MirroredStrategy`` over the local GPUs,
+            else the logical CPU devices) or ``"multi-worker"`` (``MultiWorkerMirroredStrategy`` over
+            the cluster in ``TF_CONFIG``; run the same command on every worker with the same ``out_dir``
+            on shared storage: the chief writes it, the others write to a temporary directory).
         command: optional str recorded in ``command.txt``; defaults to ``sys.argv``.
         verbose: Keras ``fit`` verbosity (``"auto"`` shows the progress bar).
 
@@ -483,11 +656,20 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
     """
     if epochs is not None:
         config = dataclasses.replace(config, epochs=int(epochs))
-    if strategy not in ("default", "mirrored"):
-        raise ConfigError(f"strategy must be 'default' or 'mirrored', received: {strategy!r}")
+    if strategy not in _STRATEGIES:
+        raise ConfigError(f"strategy must be one of {_STRATEGIES}, received: {strategy!r}")
+    if strategy == "multi-worker" and time_budget is not None:
+        raise ConfigError("a time budget cannot be used with strategy 'multi-worker': workers would stop at "
+                          "different steps and wait for each other forever")
+    dist = _make_strategy(strategy)
+    chief = _is_chief(dist)
+    run_dir = out_dir
+    if not chief:
+        out_dir = tempfile.mkdtemp(prefix="speechkit-worker-")
+        atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
     start = time.monotonic()
     os.makedirs(out_dir, exist_ok=True)
-    _check_run_config(out_dir, config)
+    _check_run_config(run_dir, config)
     vocabulary = Vocabulary()
     save_yaml(os.path.join(out_dir, "config.yaml"), config)
     save_yaml(os.path.join(out_dir, "frontend.yaml"), config.frontend)
@@ -509,16 +691,18 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
     durations = [u.duration for u in utterances]
     fingerprint = _fingerprint(utterances)
 
-    state = _read_state(out_dir)
+    state = _read_state(run_dir)
     if state is not None and state.get("fingerprint") != fingerprint:
-        raise SpeechkitError(f"{out_dir}: the training data differ from the run's checkpoint; use another --out")
+        raise SpeechkitError(f"{run_dir}: the training data differ from the run's checkpoint; use another --out")
     state = state or {"epoch": 0, "batch": 0, "step": 0, "best_dev_wer": None, "audio_seconds": 0.0,
-                      "train_seconds": 0.0, "train_cpu_seconds": 0.0}
+                      "train_seconds": 0.0, "train_cpu_seconds": 0.0, "nonfinite_steps": 0}
+    if chief:
+        _truncate_batch_log(out_dir, state)
+        _remove_partial_files(out_dir)
 
     previous_policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(_policy(mixed_precision))
     try:
-        dist = tf.distribute.MirroredStrategy() if strategy == "mirrored" else tf.distribute.get_strategy()
         with dist.scope():
             keras.utils.set_random_seed(config.seed)
             network = build_deepspeech2(config.model, num_features=config.frontend.num_features,
@@ -529,21 +713,30 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
             trainer([probe, np.array([8], np.int32)])
             trainer.optimizer.build(trainer.trainable_variables)
             if state.get("weights"):
-                weights = os.path.join(out_dir, _BACKUP, state["weights"])
+                weights = os.path.join(run_dir, _BACKUP, state["weights"])
                 trainer.load_weights(weights)
                 restored = int(trainer.optimizer.iterations.numpy())
                 if restored != state["step"]:
                     raise SpeechkitError(f"{weights}: optimizer step {restored} != state step {state['step']}")
-                logger.info("resuming %s at step %d (epoch %d, batch %d)", out_dir, state["step"], state["epoch"],
+                logger.info("resuming %s at step %d (epoch %d, batch %d)", run_dir, state["step"], state["epoch"],
                             state["batch"])
         logger.info("network: %d parameters, time reduction %d", network.count_params(),
                     config.model.time_reduction_factor)
         summary = _fit(config, trainer, network, utterances, durations, vocabulary, state, out_dir, dev_manifest,
                        fingerprint, time_budget, verbose, start)
+    except tf.errors.OpError as err:
+        bad = re.search(r"AudioError: ([^\n]*)", str(err))
+        if bad is None:
+            raise
+        raise SpeechkitError(f"{train_manifest}: training stopped: {bad.group(1)}; re-import the corpus (the importer "
+                             f"decodes and skips such files) and train into a new --out") from None
     finally:
         keras.config.set_dtype_policy(previous_policy)
+    summary["strategy"], summary["replicas"] = strategy, dist.num_replicas_in_sync
     atomic_write_text(os.path.join(out_dir, "train_summary.json"), json.dumps(summary, indent=2) + "\n")
     atomic_write_text(done_path, json.dumps({"reason": summary["stopped"], "step": summary["step"]}) + "\n")
+    if not chief:
+        shutil.rmtree(out_dir, ignore_errors=True)
     return summary
 
 
@@ -555,7 +748,7 @@ def _fit(config, trainer, network, utterances, durations, vocabulary, state, out
         dev = _dev_callback(config, network, dev_manifest, vocabulary, best_path, state)
     tracker = _TrainState(out_dir, state=state, checkpoint_every=config.checkpoint_every, log_every=config.log_every,
                           time_budget_s=None if time_budget is None else time_budget * 60.0 - (time.monotonic() - start),
-                          fingerprint=fingerprint, dev=dev)
+                          fingerprint=fingerprint, dev=dev, utterance_ids=[u.id for u in utterances])
     callbacks = ([dev] if dev else []) + [tracker, keras.callbacks.CSVLogger(os.path.join(out_dir, "train_log.csv"),
                                                                                 append=True)]
     stopped = "epochs"
@@ -572,6 +765,7 @@ def _fit(config, trainer, network, utterances, durations, vocabulary, state, out
         if tracker.budget_hit:
             stopped = "time_budget"
             break
+    tracker.batch_log.close()
     if dev is None:
         _save_network(network, best_path)
     final = dict(tracker.state)
@@ -587,6 +781,7 @@ def _fit(config, trainer, network, utterances, durations, vocabulary, state, out
         "throughput_audio_s_per_s": final["audio_seconds"] / final["train_seconds"] if final["train_seconds"] else None,
         "audio_s_per_cpu_s": final["audio_seconds"] / final["train_cpu_seconds"] if final.get("train_cpu_seconds") else None,
         "wall_seconds_this_call": time.monotonic() - start,
+        "nonfinite_steps": final.get("nonfinite_steps", 0),
         "training_utterances": len(utterances),
         "parameters": network.count_params(),
     }

@@ -19,7 +19,9 @@ def register(commands, groups):
                    help="stop cleanly (checkpoint, dev WER, model) within this many minutes")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute on CPU, float16 on GPU")
-    p.add_argument("--strategy", choices=("default", "mirrored"), default="default", help="tf.distribute strategy")
+    p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
+                   help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); multi-worker = the "
+                   "hosts in TF_CONFIG, same command and --out (shared storage) on each")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
     p.set_defaults(func=_train)
 
