@@ -79,7 +79,8 @@ def log_spectral_distance(reference, estimate, *, frontend, dynamic_range_db=80.
     p_ref = power_spectrogram(reference, config=frontend).numpy().astype(np.float64)
     p_est = power_spectrogram(estimate, config=frontend).numpy().astype(np.float64)
     peak = p_ref.max()
-    diff = 10.0 * (np.log10(_floored(p_ref, peak, dynamic_range_db)) - np.log10(_floored(p_est, peak, dynamic_range_db)))
+    diff = 10.0 * (np.log10(_floored(p_ref, peak, dynamic_range_db))
+                   - np.log10(_floored(p_est, peak, dynamic_range_db)))
     return float(np.mean(np.sqrt(np.mean(diff ** 2, axis=-1))[_active(p_ref, active_db)]))
 
 

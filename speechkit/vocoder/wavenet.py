@@ -196,9 +196,10 @@ def network_input(classes, *, config, frontend):
 def conditioning_mel(audio, *, frontend, context):
     """Log-mel with ``context`` extra frames each side, computed from zero-extended audio.
 
-    This is the one function that turns audio into WaveNet conditioning, for training windows and
-    for copy synthesis alike. Frame ``f`` of the result (``0 <= f < frames + 2 * context``) is the
-    front end's frame ``f - context``.
+    Synthesis conditions on exactly this; training windows compute the same frames with the same
+    ``log_mel`` on a wider audio segment (``speechkit.vocoder.data.WindowSampler``), tested equal.
+    Frame ``f`` of the result (``0 <= f < frames + 2 * context``) is the front end's frame
+    ``f - context``.
 
     Args:
         audio: float32 [batch, samples] or [samples] in [-1, 1].
