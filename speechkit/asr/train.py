@@ -7,8 +7,8 @@ A run directory holds everything needed to continue or to use the model:
 - ``model.keras``, the network with the best dev WER so far;
 - ``backup/``: the latest training state, written every ``checkpoint_every`` steps;
 - ``train_skipped.json`` (utterances left out and why) and ``DONE`` once training ends normally;
-- ``batches.jsonl``: one line per step (epoch, batch, step, running loss, non-finite flag, utterance
-  ids), cut back to the checkpoint on resume, so it lists exactly what the weights have seen.
+- ``batches.jsonl``: one line per step (epoch, batch, step, the step's loss, non-finite flag,
+  utterance ids), cut back to the checkpoint on resume, so it lists exactly what the weights have seen.
 
 Resuming is exact. Keras' ``BackupAndRestore`` restores the epoch but restarts it from its first
 batch, so here the state records the epoch AND the number of batches done in it; the batch plan
@@ -238,7 +238,9 @@ class CTCTrainer(keras.Model):
 
     A step with a non-finite loss or gradient on any replica, or with a label longer than its CTC
     alignment allows, is skipped on all of them: no weight, optimizer slot, step counter or
-    batch-norm statistic changes, and the step reports ``nonfinite = 1`` in its logs.
+    batch-norm statistic changes, and the step reports ``nonfinite = 1`` in its logs. The logs also
+    carry ``batch_loss``, this step's mean loss over the global batch (``loss`` is the epoch's
+    running mean).
 
     Args:
         network: the functional model from ``build_deepspeech2``.
@@ -281,7 +283,9 @@ class CTCTrainer(keras.Model):
             variable.assign(tf.where(bad, value, variable.value))
         mean = tf.reduce_sum(losses) / tf.maximum(count, 1.0)
         self.loss_tracker.update_state(tf.where(bad, 0.0, mean), sample_weight=tf.where(bad, 0.0, count))
-        logs = {"loss": self.loss_tracker.result(), "nonfinite": tf.cast(bad, tf.float32)}
+        batch_total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(losses))
+        batch_loss = batch_total / tf.maximum(global_count, 1.0)
+        logs = {"loss": self.loss_tracker.result(), "nonfinite": tf.cast(bad, tf.float32), "batch_loss": batch_loss}
         if _multi_worker(tf.distribute.get_strategy()):
             # Keras averages multi-worker logs with ``strategy.reduce("MEAN", value, axis=0)``: give them that axis.
             logs = {key: tf.reshape(value, [1]) for key, value in logs.items()}
@@ -470,12 +474,14 @@ class _TrainState(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         nonfinite = bool(int(logs.pop("nonfinite", 0)))
+        batch_loss = float(logs.pop("batch_loss", math.nan))
         self.state["train_seconds"] += time.monotonic() - self._batch_start
         self.state["train_cpu_seconds"] = self.state.get("train_cpu_seconds", 0.0) + time.process_time() - self._batch_cpu
         done = self.offset + batch + 1
         ids = [self.utterance_ids[i] for i in self.plan[done - 1]] if self.utterance_ids else []
         self.batch_log.write(json.dumps({"epoch": self.epoch, "batch": done - 1, "step": self.step,
-                                         "loss": float(logs["loss"]), "nonfinite": nonfinite, "ids": ids}) + "\n")
+                                         "loss": batch_loss if math.isfinite(batch_loss) else None,
+                                         "nonfinite": nonfinite, "ids": ids}) + "\n")
         self.batch_log.flush()
         if nonfinite:
             self._skipped(done - 1, ids)
@@ -515,6 +521,7 @@ class _TrainState(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs.pop("nonfinite", None)
+        logs.pop("batch_loss", None)
         logs["step"] = self.step
         logs["learning_rate"] = self._learning_rate()
         if self.dev is not None:
