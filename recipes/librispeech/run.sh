@@ -15,7 +15,7 @@ source recipes/common/stages.sh
 
 stage=1; stop_stage=10; exp=exp/librispeech; librispeech=""; lm_text_in=""; strategy=default
 asr_config=models/ds2-librispeech.yaml; asr_budget=100000; vocoder_budget=600; vocoder_speakers=""
-vocoder_config=models/wavenet-mel.yaml; vocode_limit=10; lm_order=4; lm_args=(--prune 0 1 1 1); tune_args=()
+vocoder_config=models/wavenet-mel.yaml; vocode_limit=10; lm_order=4; tune_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) librispeech=$2; shift 2 ;;
@@ -35,6 +35,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+lm_args=(--prune 0); for ((i = 1; i < lm_order; i++)); do lm_args+=(1); done   # drop singleton n-grams above unigrams
 [ -n "$librispeech" ] || { echo "--data /path/to/LibriSpeech is required" >&2; exit 2; }
 [ -d "$librispeech" ] || { echo "--data $librispeech: not a directory" >&2; exit 2; }
 data=$exp/data
