@@ -197,7 +197,7 @@ class Recognizer:
                 if seconds * rate > self.chunk_samples:
                     yield from self._flush(group, decoder)
                     group = []
-                    yield path, self._decode([self._long_file_log_probs(path, seconds)], decoder)[0]
+                    yield path, self._decode([self.log_probs_file(path)], decoder)[0]
                     continue
                 group.append((path, audio_io.load(path, sample_rate=rate)))
             except AudioError as err:
@@ -215,9 +215,20 @@ class Recognizer:
         texts = self.transcribe([audio for _, audio in group], decoder=decoder)
         return [(path, text) for (path, _), text in zip(group, texts)]
 
-    def _long_file_log_probs(self, path, seconds):
-        """Log-probabilities of a long file, read and recognised ``batch_size`` windows at a time."""
+    def log_probs_file(self, path):
+        """Log-probabilities of an audio file of any length, in memory bounded by the window, not the file.
+
+        The file is read one window at a time (``windows``), ``batch_size`` windows per forward pass,
+        so an hour-long recording never sits in memory as a whole.
+
+        Returns:
+            float32 [frames, vocabulary.size], as ``log_probs`` of the whole file.
+
+        Raises:
+            AudioError: the file is missing, unreadable or corrupt.
+        """
         rate = self.frontend.sample_rate
+        seconds = audio_io.info(path)[0]
         windows = self.windows(int(round(seconds * rate)))
         parts = []
         for first in range(0, len(windows), self.batch_size):
