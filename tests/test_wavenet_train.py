@@ -111,6 +111,7 @@ def test_corpus_skips_and_counts_short_and_unreadable(tmp_path):
         corpus_from_dir(str(tmp_path / "spk2"), sample_rate=16000, min_samples=640)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_one_clip(tmp_path):
     path = str(tmp_path / "clip.wav")
     audio_io.save(path, _harmonic(0.4, 200, 0))
@@ -128,6 +129,7 @@ def test_tiny_model_overfits_one_clip(tmp_path):
     assert after > 0.25, after
 
 
+@pytest.mark.slow
 def test_training_writes_run_and_resumes_exactly(manifest, tmp_path):
     config = _tiny_config()
     straight = train_vocoder(config, out_dir=str(tmp_path / "a"), manifest=manifest, verbose=0)
