@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from speechkit.asr.deepspeech2 import (BatchNormGRU, DeepSpeech2Config, Lookahead, MaskedConv2D, build_deepspeech2,
-                                       ctc_loss, ctc_min_frames, output_lengths, time_reduction_factor)
+from speechkit.asr.deepspeech2 import (BatchNormGRU, DeepSpeech2Config, Lookahead, MaskedConv2D, SpecAugment,
+                                       SpecAugmentConfig, build_deepspeech2, ctc_loss, ctc_min_frames, output_lengths, time_reduction_factor)
 from speechkit.config import from_dict
 from speechkit.errors import ConfigError
 
@@ -179,14 +179,17 @@ def test_streaming_model_is_causal_up_to_the_lookahead():
 
 def test_layer_configs_round_trip():
     for layer in (MaskedConv2D(3, (5, 7), (2, 2), relu_clip=10.0, bn_momentum=0.9, bn_epsilon=1e-4),
-                  BatchNormGRU(7, bidirectional=False, bn_momentum=0.8), Lookahead(5, relu_clip=6.0)):
+                  BatchNormGRU(7, bidirectional=False, bn_momentum=0.8), Lookahead(5, relu_clip=6.0),
+                  SpecAugment(freq_masks=1, freq_width=4, time_masks=2, time_width=9, max_time_ratio=0.3, seed=5)):
         config = layer.get_config()
         clone = type(layer).from_config(config)
         assert clone.get_config() == config
 
 
 def test_keras_file_round_trip(tmp_path):
-    model = build_deepspeech2(tiny_config(lookahead=2), num_features=NUM_FEATURES)
+    config = tiny_config(lookahead=2, specaugment=SpecAugmentConfig(freq_masks=1, freq_width=3, time_masks=1,
+                                                                      time_width=4))
+    model = build_deepspeech2(config, num_features=NUM_FEATURES)
     _randomise_bn(model)
     x, lengths = _batch([19, 11])
     expected, _ = model([x, lengths], training=False)
@@ -197,7 +200,8 @@ def test_keras_file_round_trip(tmp_path):
     np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
     np.testing.assert_array_equal(out.numpy(), [10, 6])
     assert [type(layer).__name__ for layer in loaded.layers if type(layer).__name__ in
-            ("MaskedConv2D", "BatchNormGRU", "Lookahead")] == ["MaskedConv2D"] * 2 + ["BatchNormGRU"] * 2 + ["Lookahead"]
+            ("SpecAugment", "MaskedConv2D", "BatchNormGRU", "Lookahead")] == (
+        ["SpecAugment"] + ["MaskedConv2D"] * 2 + ["BatchNormGRU"] * 2 + ["Lookahead"])
 
 
 def test_log_probs_are_normalised():
@@ -247,3 +251,43 @@ def test_layers_reject_bad_arguments():
         Lookahead(0)
     with pytest.raises(ValueError, match="filters"):
         MaskedConv2D(0, (3, 3))
+
+
+def test_gru_recurrence_matches_keras_gru():
+    """With batch norm at identity, one direction is exactly a Keras GRU (reset_after) on the same weights."""
+    units, features = 5, 4
+    layer = BatchNormGRU(units, bidirectional=False, bn_epsilon=1e-3)
+    x = np.random.default_rng(7).normal(size=(2, 9, features)).astype(np.float32)
+    lengths = np.array([9, 9], np.int32)
+    layer.build(x.shape)
+    kernel = layer.projection.kernel.numpy() / np.sqrt(1.0 + 1e-3)
+    recurrent = layer.recurrent_kernel.numpy()[0]
+    rng = np.random.default_rng(8)
+    bias = rng.normal(size=(3 * units,)).astype(np.float32)
+    layer.recurrent_bias.assign(bias[None])
+    ours = layer(x, lengths, training=False).numpy()
+    reference = keras.layers.GRU(units, return_sequences=True, reset_after=True)
+    reference.build((None, None, features))
+    reference.set_weights([kernel, recurrent, np.stack([np.zeros_like(bias), bias])])
+    np.testing.assert_allclose(ours, reference(x).numpy(), atol=1e-5)
+
+
+def test_specaugment_masks_only_in_training_and_within_lengths():
+    layer = SpecAugment(freq_masks=2, freq_width=5, time_masks=2, time_width=6, max_time_ratio=0.5, seed=3)
+    x = np.ones((4, 30, 16), np.float32)
+    lengths = np.array([30, 20, 12, 3], np.int32)
+    np.testing.assert_array_equal(layer(x, lengths, training=False).numpy(), x)
+    first = layer(x, lengths, training=True).numpy()
+    second = layer(x, lengths, training=True).numpy()
+    assert int(layer.counter.numpy()) == 2 and not np.array_equal(first, second)
+    for out in (first, second):
+        assert set(np.unique(out)) <= {0.0, 1.0}
+        bins_masked = (out == 0).all(axis=1).sum(axis=1)  # whole frequency rows zeroed
+        assert np.all(bins_masked <= 10)
+        for i, n in enumerate(lengths):
+            frames_masked = (out[i] == 0).all(axis=1)
+            assert frames_masked[n:].sum() == 0
+            assert frames_masked[:n].sum() <= 2 * min(6, int(0.5 * n))
+    # The masks are a function of (seed, counter): a fresh layer at the same counter draws the same ones.
+    again = SpecAugment(freq_masks=2, freq_width=5, time_masks=2, time_width=6, max_time_ratio=0.5, seed=3)
+    np.testing.assert_array_equal(again(x, lengths, training=True).numpy(), first)

@@ -24,7 +24,9 @@ from speechkit.errors import ConfigError
 from speechkit.text import BLANK_INDEX, Vocabulary
 
 __all__ = [
+    "SpecAugmentConfig",
     "DeepSpeech2Config",
+    "SpecAugment",
     "MaskedConv2D",
     "BatchNormGRU",
     "Lookahead",
@@ -40,6 +42,38 @@ logger = logging.getLogger(__name__)
 
 
 # -- Configuration -- #
+
+@dataclasses.dataclass(frozen=True)
+class SpecAugmentConfig:
+    """SpecAugment masking (Park et al., 2019) applied to the features during training only.
+
+    Args:
+        freq_masks: int >= 0, frequency masks per utterance.
+        freq_width: int >= 0, widest frequency mask, in bins (each width is uniform in [0, freq_width]).
+        time_masks: int >= 0, time masks per utterance.
+        time_width: int >= 0, widest time mask, in frames.
+        max_time_ratio: float in (0, 1], a time mask never covers more than this share of the utterance.
+        seed: int, the masks are a pure function of (seed, training step), so resumed runs see the same ones.
+    """
+
+    freq_masks: int = 0
+    freq_width: int = 0
+    time_masks: int = 0
+    time_width: int = 0
+    max_time_ratio: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
+                raise ConfigError(f"specaugment {name} must be an int >= 0, received: {getattr(self, name)!r}")
+        if not 0 < self.max_time_ratio <= 1:
+            raise ConfigError(f"specaugment max_time_ratio must be in (0, 1], received: {self.max_time_ratio}")
+
+    @property
+    def enabled(self):
+        return bool(self.freq_masks and self.freq_width) or bool(self.time_masks and self.time_width)
+
 
 @dataclasses.dataclass(frozen=True)
 class DeepSpeech2Config:
@@ -61,6 +95,7 @@ class DeepSpeech2Config:
         relu_clip: float > 0, clipped ReLU ceiling, min(max(x, 0), relu_clip).
         bn_momentum: float in (0, 1), momentum of the batch-norm moving averages.
         bn_epsilon: float > 0, batch-norm variance epsilon.
+        specaugment: SpecAugmentConfig, feature masking during training (off by default).
     """
 
     conv_filters: tuple[int, ...] = (32, 32)
@@ -74,6 +109,7 @@ class DeepSpeech2Config:
     relu_clip: float = 20.0
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
+    specaugment: SpecAugmentConfig = dataclasses.field(default_factory=SpecAugmentConfig)
 
     def __post_init__(self):
         object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
@@ -155,6 +191,73 @@ def _clipped_relu(x, clip):
 # -- Layers -- #
 
 @keras.saving.register_keras_serializable(package="speechkit")
+class SpecAugment(keras.layers.Layer):
+    """SpecAugment frequency and time masking (Park et al., 2019), in training only.
+
+    Masked values are set to 0, the mean of the per-utterance normalised features. Time masks stay
+    inside each utterance's valid frames. The random numbers come from a stateless generator seeded
+    with ``(seed, counter)``, where ``counter`` is a weight that counts training calls: it is saved
+    with the checkpoint, so a resumed run draws exactly the masks an uninterrupted run would have.
+
+    Args:
+        freq_masks, freq_width, time_masks, time_width, max_time_ratio, seed: see ``SpecAugmentConfig``.
+
+    Call arguments:
+        inputs: float [batch, frames, bins].
+        lengths: int32 [batch], valid frames.
+        training: bool; outside training the layer is the identity.
+
+    Returns:
+        float [batch, frames, bins].
+    """
+
+    def __init__(self, *, freq_masks=0, freq_width=0, time_masks=0, time_width=0, max_time_ratio=0.2, seed=0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.config = SpecAugmentConfig(freq_masks=freq_masks, freq_width=freq_width, time_masks=time_masks,
+                                        time_width=time_width, max_time_ratio=max_time_ratio, seed=seed)
+
+    def build(self, inputs_shape, lengths_shape=None):
+        self.counter = self.add_weight(name="counter", shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                       aggregation="only_first_replica")
+
+    def call(self, inputs, lengths, training=None):
+        c = self.config
+        if not training or not c.enabled:
+            return inputs
+        seed = tf.stack([tf.constant(c.seed, tf.int64), tf.convert_to_tensor(self.counter)])
+        self.counter.assign_add(1)
+        shape = tf.shape(inputs)
+        batch, frames, bins = shape[0], shape[1], shape[2]
+        draws = tf.random.stateless_uniform([batch, 2 * (c.freq_masks + c.time_masks)], seed=seed)
+        keep = tf.ones([batch, frames, bins], tf.bool)
+        bin_index = tf.range(bins)[None, :]
+        frame_index = tf.range(frames)[None, :]
+        lengths = tf.cast(lengths, tf.int32)
+
+        def span(width_limit, length, u_width, u_start):
+            width = tf.cast(tf.floor(u_width * tf.cast(width_limit + 1, tf.float32)), tf.int32)
+            start = tf.cast(tf.floor(u_start * tf.cast(tf.maximum(length - width, 0) + 1, tf.float32)), tf.int32)
+            return start[:, None], (start + width)[:, None]
+
+        for i in range(c.freq_masks if c.freq_width else 0):
+            lo, hi = span(c.freq_width, bins, draws[:, 2 * i], draws[:, 2 * i + 1])
+            keep &= ~((bin_index >= lo) & (bin_index < hi))[:, None, :]
+        limit = tf.minimum(c.time_width, tf.cast(tf.floor(c.max_time_ratio * tf.cast(lengths, tf.float32)), tf.int32))
+        for j in range(c.time_masks if c.time_width else 0):
+            column = 2 * (c.freq_masks + j)
+            lo, hi = span(limit, lengths, draws[:, column], draws[:, column + 1])
+            keep &= ~((frame_index >= lo) & (frame_index < hi))[:, :, None]
+        return inputs * tf.cast(keep, inputs.dtype)
+
+    def compute_output_shape(self, inputs_shape, lengths_shape=None):
+        return tuple(inputs_shape)
+
+    def get_config(self):
+        return {**super().get_config(), **dataclasses.asdict(self.config)}
+
+
+@keras.saving.register_keras_serializable(package="speechkit")
 class MaskedConv2D(keras.layers.Layer):
     """2D convolution over (time, frequency) with masked batch norm and a clipped ReLU.
 
@@ -234,6 +337,37 @@ class MaskedConv2D(keras.layers.Layer):
                 "bn_epsilon": self.bn_epsilon}
 
 
+@tf.function(reduce_retracing=True)
+def _gru_scan(x, kernel, bias):
+    """The GRU recurrence over time-major, pre-projected inputs.
+
+    A ``tf.function`` of its own so that eager calls (tests, notebooks) run the loop as a graph
+    instead of one Python iteration per frame. Inside a traced model the layer calls the plain
+    Python function instead: a nested function traced with ``reduce_retracing`` sees relaxed
+    shapes, and the TFLite converter needs the static batch size to lower ``tf.scan``'s tensor list.
+
+    Args:
+        x: float32 [frames, directions, batch, 3 * units], normalised input projections (z, r, n).
+        kernel: float32 [directions, units, 3 * units], recurrent kernels.
+        bias: float32 [directions, 3 * units], recurrent biases.
+
+    Returns:
+        float32 [frames, directions, batch, units], the hidden states.
+    """
+    units = tf.shape(kernel)[1]
+    bias = bias[:, None, :]
+
+    def step(h, x_t):
+        rec = tf.matmul(h, kernel) + bias
+        zr = tf.sigmoid(x_t[..., :2 * units] + rec[..., :2 * units])
+        z, r = zr[..., :units], zr[..., units:]
+        n = tf.tanh(x_t[..., 2 * units:] + r * rec[..., 2 * units:])
+        return n + z * (h - n)
+
+    h0 = tf.zeros(tf.stack([tf.shape(x)[1], tf.shape(x)[2], units]), tf.float32)
+    return tf.scan(step, x, initializer=h0)
+
+
 @keras.saving.register_keras_serializable(package="speechkit")
 class BatchNormGRU(keras.layers.Layer):
     """GRU layer with sequence-wise batch normalisation (Amodei et al., 2016, §3.2).
@@ -301,19 +435,9 @@ class BatchNormGRU(keras.layers.Layer):
         x = tf.transpose(x, [2, 0, 1, 3])  # [directions, batch, frames, 3u]
         if self.bidirectional:
             x = tf.stack([x[0], tf.reverse_sequence(x[1], lengths, seq_axis=1, batch_axis=0)])
-        kernel = tf.cast(self.recurrent_kernel, tf.float32)
-        bias = tf.cast(self.recurrent_bias, tf.float32)[:, None, :]
-        units = self.units
-
-        def step(h, x_t):
-            rec = tf.matmul(h, kernel) + bias
-            z = tf.sigmoid(x_t[..., :units] + rec[..., :units])
-            r = tf.sigmoid(x_t[..., units:2 * units] + rec[..., units:2 * units])
-            n = tf.tanh(x_t[..., 2 * units:] + r * rec[..., 2 * units:])
-            return z * h + (1.0 - z) * n
-
-        h0 = tf.zeros([self.directions, tf.shape(x)[1], units], tf.float32)
-        h = tf.scan(step, tf.transpose(x, [2, 0, 1, 3]), initializer=h0)  # [frames, directions, batch, u]
+        scan = _gru_scan if tf.executing_eagerly() else _gru_scan.python_function
+        h = scan(tf.transpose(x, [2, 0, 1, 3]), tf.cast(self.recurrent_kernel, tf.float32),
+                 tf.cast(self.recurrent_bias, tf.float32))  # [frames, directions, batch, u]
         h = tf.transpose(h, [1, 2, 0, 3])  # [directions, batch, frames, u]
         out = h[0]
         if self.bidirectional:
@@ -395,7 +519,10 @@ def build_deepspeech2(config, *, num_features, vocab_size=None, name="deepspeech
         raise ConfigError(f"need vocab_size >= 2 and num_features >= 1, received: {vocab_size}, {num_features}")
     features = keras.Input(shape=(None, num_features), name="features")
     lengths = keras.Input(shape=(), dtype="int32", name="feature_lengths")
-    x = keras.layers.Reshape((-1, num_features, 1), name="add_channel")(features)
+    x = features
+    if config.specaugment.enabled:
+        x = SpecAugment(**dataclasses.asdict(config.specaugment), name="specaugment")(x, lengths)
+    x = keras.layers.Reshape((-1, num_features, 1), name="add_channel")(x)
     n, bins = lengths, num_features
     for i, (filters, kernel, stride) in enumerate(zip(config.conv_filters, config.conv_kernels, config.conv_strides)):
         x, n = MaskedConv2D(filters, kernel, stride, relu_clip=config.relu_clip, bn_momentum=config.bn_momentum,

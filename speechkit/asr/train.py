@@ -520,6 +520,7 @@ class _TrainState(keras.callbacks.Callback):
         return time.monotonic() - self.started + reserve >= self.time_budget_s
 
     def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True  # one fit() call per epoch: the next epoch needs its own batch plan
         logs.pop("nonfinite", None)
         logs.pop("batch_loss", None)
         logs["step"] = self.step
@@ -715,7 +716,8 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
             network = build_deepspeech2(config.model, num_features=config.frontend.num_features,
                                         vocab_size=vocabulary.size)
             trainer = CTCTrainer(network, name="ctc_trainer")
-            trainer.compile(optimizer=_make_optimizer(config.optimizer))
+            # Every batch has its own padded length; XLA would recompile the step for each one.
+            trainer.compile(optimizer=_make_optimizer(config.optimizer), jit_compile=False)
             probe = np.zeros((1, 8, config.frontend.num_features), np.float32)
             trainer([probe, np.array([8], np.int32)])
             trainer.optimizer.build(trainer.trainable_variables)
@@ -756,19 +758,21 @@ def _fit(config, trainer, network, utterances, durations, vocabulary, state, out
     tracker = _TrainState(out_dir, state=state, checkpoint_every=config.checkpoint_every, log_every=config.log_every,
                           time_budget_s=None if time_budget is None else time_budget * 60.0 - (time.monotonic() - start),
                           fingerprint=fingerprint, dev=dev, utterance_ids=[u.id for u in utterances])
+    tracker.set_model(trainer)
     callbacks = ([dev] if dev else []) + [tracker, keras.callbacks.CSVLogger(os.path.join(out_dir, "train_log.csv"),
                                                                                 append=True)]
     stopped = "epochs"
     for epoch in range(state["epoch"], config.epochs):
         plan = plan_batches(durations, batch_size=config.batch_size, epoch=epoch, seed=config.seed,
                             sortagrad=config.sortagrad)
-        if tracker.out_of_time():
+        if epoch > state["epoch"] and tracker.out_of_time():
             stopped = "time_budget"
             break
         offset = state["batch"] if epoch == state["epoch"] else 0
         tracker.begin_epoch(epoch, plan, offset, durations)
         dataset = _to_fit(asr_dataset(utterances, plan[offset:], vocabulary=vocabulary, frontend=config.frontend))
-        trainer.fit(dataset, initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, verbose=verbose)
+        trainer.fit(dataset, initial_epoch=epoch, epochs=config.epochs, callbacks=callbacks, verbose=verbose,
+                    shuffle=False)
         if tracker.budget_hit:
             stopped = "time_budget"
             break
@@ -779,8 +783,7 @@ def _fit(config, trainer, network, utterances, durations, vocabulary, state, out
     return {
         "stopped": stopped,
         "step": tracker.step,
-        "epoch": final["epoch"],
-        "batch_in_epoch": final["batch"],
+        "epochs_done": final["epoch"] + final["batch"] / math.ceil(len(utterances) / config.batch_size),
         "best_dev_wer": dev.best_wer if dev else None,
         "audio_seconds_trained": final["audio_seconds"],
         "train_seconds": final["train_seconds"],

@@ -26,7 +26,9 @@ def register(commands, groups):
     p.set_defaults(func=_train)
 
     p = add_defaults_help(commands.add_parser("transcribe", help="transcribe audio files with a trained ASR run"))
-    p.add_argument("run", help="run directory (holds model.keras)")
+    p.add_argument("run", nargs="?", help="run directory (holds model.keras); omit with --saved-model")
+    p.add_argument("--saved-model", default=None, metavar="EXPORT",
+                   help="use an exported SavedModel (speechkit export asr) instead of a run")
     p.add_argument("audio", nargs="+", help="audio files (any libsndfile format; resampled to the model's rate); "
                    "files longer than 30 s are recognised in overlapping windows")
     p.add_argument("--batch-size", type=int, default=16)
@@ -73,13 +75,17 @@ def _train(args):
                     time_budget=args.time_budget, mixed_precision=args.mixed_precision, strategy=args.strategy,
                     command=" ".join(shlex.quote(a) for a in ["speechkit"] + sys.argv[1:]),
                     verbose=2 if args.quiet else "auto")
-    best = summary["best_dev_wer"]
-    print(f"{args.out}: {summary['step']} steps, stopped by {summary['stopped']}; "
-          f"{summary['throughput_audio_s_per_s']:.1f} s of audio per s"
+    best, speed = summary["best_dev_wer"], summary["throughput_audio_s_per_s"]
+    print(f"{args.out}: {summary['step']} steps ({summary['epochs_done']:.2f} epochs), stopped by {summary['stopped']}"
+          + ("" if speed is None else f"; {speed:.1f} s of audio per s")
           + ("" if best is None else f"; best dev WER {best * 100:.2f}%"))
 
 
 def _transcribe(args):
+    if args.saved_model is not None or args.run is None:
+        from speechkit.cli.export import transcribe_saved_model
+
+        return transcribe_saved_model(args)
     from speechkit.asr.inference import load_run
     from speechkit.data.manifest import SkipReport
 
