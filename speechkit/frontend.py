@@ -208,7 +208,7 @@ def normalize(features, lengths, *, epsilon=1e-5):
     Returns:
         float32 [batch, frames, bins].
     """
-    mask = sequence_mask(lengths, tf.shape(features)[1], features.dtype)[..., tf.newaxis]
+    mask = tf.expand_dims(sequence_mask(lengths, tf.shape(features)[1], features.dtype), -1)
     count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
     mean = tf.reduce_sum(features * mask, axis=1, keepdims=True) / count
     var = tf.reduce_sum(tf.square(features - mean) * mask, axis=1, keepdims=True) / count
@@ -233,7 +233,7 @@ def features(audio, lengths, *, config):
     if config.normalize:
         feats = normalize(feats, frame_lengths)
     else:
-        feats = feats * sequence_mask(frame_lengths, tf.shape(feats)[1], feats.dtype)[..., tf.newaxis]
+        feats = feats * tf.expand_dims(sequence_mask(frame_lengths, tf.shape(feats)[1], feats.dtype), -1)
     return feats, frame_lengths
 
 

@@ -22,7 +22,9 @@ def register(commands, groups):
     p.set_defaults(func=_train)
 
     p = add_defaults_help(commands.add_parser("vocode", help="copy synthesis: resynthesise audio from its log-mel"))
-    p.add_argument("run", help="vocoder run directory (holds model.keras)")
+    p.add_argument("run", nargs="?", help="vocoder run directory (holds model.keras); omit with --saved-model")
+    p.add_argument("--saved-model", default=None, metavar="EXPORT",
+                   help="use an exported SavedModel (speechkit export vocoder) instead of a run")
     p.add_argument("--mel-from", required=True, metavar="AUDIO", help="audio file whose log-mel conditions the model")
     p.add_argument("--out", required=True, help="output audio file (wav or flac)")
     p.add_argument("--max-seconds", type=float, default=120.0,
@@ -88,6 +90,10 @@ def _vocode(args):
     if seconds > args.max_seconds:
         raise AudioError(f"{args.mel_from}: {seconds:.1f} s is longer than --max-seconds {args.max_seconds:g}; "
                          "cut it into shorter files or raise the limit")
+    if args.saved_model is not None or args.run is None:
+        from speechkit.cli.export import vocode_saved_model
+
+        return vocode_saved_model(args)
     vocoder = load_vocoder(args.run)
     audio = audio_io.load(args.mel_from, sample_rate=vocoder.frontend.sample_rate)
     started = time.perf_counter()

@@ -1,0 +1,142 @@
+"""``speechkit export asr|vocoder|check``, and the ``--saved-model`` paths of ``transcribe`` and ``vocode``."""
+
+import sys
+
+from speechkit.cli import add_defaults_help
+
+__all__ = ["register", "transcribe_saved_model", "vocode_saved_model"]
+
+_NEED_MODEL = "give a run directory or --saved-model EXPORT"
+
+
+def register(commands, groups):
+    export = groups["export"]
+
+    p = add_defaults_help(export.add_parser(
+        "asr", help="export an ASR run as a SavedModel (front end and greedy decoding in the graph)"))
+    p.add_argument("run", help="ASR run directory (holds model.keras)")
+    p.add_argument("--out", required=True, help="export directory (replaced if it exists)")
+    p.add_argument("--tflite", action="store_true",
+                   help="also write model.tflite (batch 1, built-in ops) and check it against the SavedModel")
+    p.set_defaults(func=_export_asr)
+
+    p = add_defaults_help(export.add_parser(
+        "vocoder", help="export a vocoder run as a SavedModel (upsampling and generation loop in the graph)"))
+    p.add_argument("run", help="vocoder run directory (holds model.keras)")
+    p.add_argument("--out", required=True, help="export directory (replaced if it exists)")
+    p.add_argument("--no-xla", action="store_true", help="do not XLA-compile the generation loop")
+    p.set_defaults(func=_export_vocoder)
+
+    p = add_defaults_help(export.add_parser(
+        "check", help="reload exports and compare them with the Keras models on real utterances"))
+    p.add_argument("export_root", metavar="EXPORT_ROOT", help="folder holding asr/ and/or vocoder/ exports")
+    p.add_argument("--manifest", required=True, help="JSONL manifest; its first utterances are used")
+    p.add_argument("--asr-run", default=None, help="ASR run that EXPORT_ROOT/asr was exported from")
+    p.add_argument("--vocoder-run", default=None, help="vocoder run that EXPORT_ROOT/vocoder was exported from")
+    p.add_argument("--limit", type=int, default=4, help="ASR utterances compared")
+    p.add_argument("--vocoder-limit", type=int, default=2, help="vocoder utterances compared")
+    p.add_argument("--vocoder-seconds", type=float, default=0.5, help="seconds vocoded from the start of each")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest allowed SavedModel vs Keras difference")
+    p.add_argument("--tflite-atol", type=float, default=1e-3,
+                   help="largest allowed TFLite vs SavedModel log-prob difference")
+    p.set_defaults(func=_check)
+
+
+def _export_asr(args):
+    from speechkit.export.asr import export_asr
+
+    info = export_asr(args.run, args.out, tflite=args.tflite)
+    line = f"{args.out}: SavedModel in {info['saved_model_seconds']:.1f} s"
+    if args.tflite:
+        line += (f"; model.tflite ({info['tflite_bytes'] / 1e6:.1f} MB) in {info['tflite_seconds']:.1f} s, "
+                 f"max |TFLite - SavedModel| {info['tflite_max_abs_diff']:.2g}")
+    print(line + (f"; LM {info['lm']}" if info["lm"] else ""))
+
+
+def _export_vocoder(args):
+    from speechkit.export.vocoder import export_vocoder
+
+    info = export_vocoder(args.run, args.out, jit_compile=not args.no_xla)
+    print(f"{args.out}: SavedModel (serving_default, vocode_waveform) in {info['saved_model_seconds']:.1f} s")
+
+
+def _check(args):
+    from speechkit.export.asr import ExportError
+    from speechkit.export.check import check_exports
+
+    report = check_exports(args.export_root, manifest=args.manifest, asr_run=args.asr_run,
+                           vocoder_run=args.vocoder_run, limit=args.limit, vocoder_limit=args.vocoder_limit,
+                           vocoder_seconds=args.vocoder_seconds, atol=args.atol, tflite_atol=args.tflite_atol)
+    if "asr" in report:
+        asr = report["asr"]
+        print(f"asr: {asr['utterances']} utterances ({asr['audio_seconds']:.1f} s): max |SavedModel - Keras| "
+              f"log-prob {asr['max_abs_diff']:.3g}; greedy transcript mismatches {len(asr['transcript_mismatches'])}"
+              + (f"; max |TFLite - SavedModel| {asr['tflite_max_abs_diff']:.3g}" if "tflite_max_abs_diff" in asr
+                 else ""))
+    if "vocoder" in report:
+        voc = report["vocoder"]
+        print(f"vocoder: {voc['utterances']} utterances ({voc['samples']} samples, temperature 0): "
+              f"max |SavedModel - Keras| sample {voc['max_abs_diff']:.3g}")
+    if not report["passed"]:
+        raise ExportError("export check failed: " + "; ".join(report["failures"]))
+    print(f"{args.export_root}: exports match their Keras models")
+
+
+def transcribe_saved_model(args):
+    """``speechkit transcribe --saved-model EXPORT``: transcribe files with an exported ASR model.
+
+    Decoding options fall back to ``EXPORT/decode.yaml`` (copied from the run at export time), so
+    an export decodes like its run; without a decoder the in-graph greedy transcripts are printed.
+    """
+    from speechkit import audio as audio_io
+    from speechkit.asr.beam import build_decoder, decode_config_from_args
+    from speechkit.data.manifest import SkipReport
+    from speechkit.errors import AudioError
+    from speechkit.export.asr import load_exported_asr
+
+    if args.saved_model is None:
+        print(f"speechkit transcribe: error: {_NEED_MODEL}", file=sys.stderr)
+        return 2
+    if args.run is not None:
+        # With --saved-model there is no run, so argparse's optional RUN positional took the first audio file.
+        args.audio = [args.run] + list(args.audio)
+    recognizer = load_exported_asr(args.saved_model, batch_size=args.batch_size)
+    config = decode_config_from_args(args, args.saved_model)
+    decoder = None if config.decoder == "greedy" else build_decoder(config, recognizer.vocabulary)
+    skips = SkipReport()
+    paths, audios = [], []
+    for path in args.audio:
+        try:
+            audios.append(audio_io.load(path, sample_rate=recognizer.frontend.sample_rate))
+            paths.append(path)
+        except AudioError as err:
+            skips.add("bad_audio", path, err)
+            print(f"speechkit: skipped (bad_audio): {err}", file=sys.stderr)
+    for path, text in zip(paths, recognizer.transcribe(audios, decoder=decoder) if audios else []):
+        print(f"{path}\t{text}", flush=True)
+    if getattr(args, "report", None):
+        skips.write(args.report)
+    if skips.total:
+        print(f"speechkit: {skips.total} of {len(args.audio)} file(s) skipped", file=sys.stderr)
+        return 1
+    return 0
+
+
+def vocode_saved_model(args):
+    """``speechkit vocode --saved-model EXPORT --mel-from AUDIO --out OUT``: copy synthesis with an export."""
+    import time
+
+    from speechkit import audio as audio_io
+    from speechkit.export.vocoder import load_exported_vocoder
+
+    if args.saved_model is None or args.run is not None:
+        print(f"speechkit vocode: error: {_NEED_MODEL}, not both", file=sys.stderr)
+        return 2
+    vocoder = load_exported_vocoder(args.saved_model)
+    audio = audio_io.load(args.mel_from, sample_rate=vocoder.frontend.sample_rate)
+    started = time.perf_counter()
+    out = vocoder.vocode([audio], temperature=args.temperature, seed=args.seed, speaker=args.speaker)[0]
+    elapsed = time.perf_counter() - started
+    audio_io.save(args.out, out, sample_rate=vocoder.frontend.sample_rate)
+    seconds = len(out) / vocoder.frontend.sample_rate
+    print(f"{args.out}: {seconds:.2f} s vocoded in {elapsed:.2f} s (RTF {elapsed / seconds:.2f}, SavedModel)")
