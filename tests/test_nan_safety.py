@@ -124,3 +124,26 @@ def test_training_stops_when_every_step_is_non_finite(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "_MAX_CONSECUTIVE_NONFINITE", 2)
     with pytest.raises(SpeechkitError, match=r"2 steps in a row .* epoch 0, batch 1 \(utterances u0"):
         train(tiny_config(epochs=1), train_manifest=manifest, out_dir=str(tmp_path / "run"), verbose=0)
+
+
+def test_nan_step_under_float16_loss_scaling_changes_nothing():
+    """With ``mixed_float16`` Keras wraps the optimizer in a ``LossScaleOptimizer``: the guard must still hold."""
+    config = tiny_config()
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        network = build_deepspeech2(config.model, num_features=16, vocab_size=VOCAB.size)
+        model = CTCTrainer(network)
+        model.compile(optimizer=_make_optimizer(config.optimizer), jit_compile=False)
+        model([np.zeros((1, 8, 16), np.float32), np.array([8], np.int32)])
+        model.optimizer.build(model.trainable_variables)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    data = _batch(np.random.default_rng(3))
+    features = data[0][0].numpy()
+    features[0, 2, 2] = np.nan
+    before = _state(model)
+    logs = model.train_step(((tf.constant(features), data[0][1]), data[1]))
+    assert float(logs["nonfinite"]) == 1.0
+    _assert_unchanged(before, _state(model))
