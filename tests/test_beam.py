@@ -155,6 +155,7 @@ def _parse(argv):
 def test_decode_config_from_args(tmp_path, lm_dir):
     run = str(tmp_path)
     assert decode_config_from_args(_parse([]), run) == DecodeConfig()
+    assert decode_config_from_args(_parse(["--lm", "none"]), run) == DecodeConfig()
     config = decode_config_from_args(_parse(["--lm", lm_dir, "--alpha", "0.7"]), run)
     assert (config.decoder, config.lm, config.alpha, config.beta) == ("beam", lm_dir, 0.7, 1.0)
     config = decode_config_from_args(_parse(["--hotwords", "cat, old chair", "--hotword-weight", "3"]), run)
@@ -163,6 +164,8 @@ def test_decode_config_from_args(tmp_path, lm_dir):
     tuned = decode_config_from_args(_parse([]), run)
     assert (tuned.decoder, tuned.lm, tuned.alpha, tuned.beta, tuned.beam_width) == ("beam", lm_dir, 1.25, 0.5, 40)
     assert decode_config_from_args(_parse(["--beta", "2"]), run).beta == 2.0
+    no_lm = decode_config_from_args(_parse(["--decoder", "beam", "--lm", "none"]), run)
+    assert (no_lm.decoder, no_lm.lm, no_lm.alpha, no_lm.beam_width) == ("beam", None, 1.25, 40)
     greedy = decode_config_from_args(_parse(["--decoder", "greedy"]), run)
     assert (greedy.decoder, greedy.lm, greedy.hotwords) == ("greedy", None, ())
     with pytest.raises(ConfigError, match="need decoder 'beam'"):

@@ -283,7 +283,7 @@ def add_decoder_arguments(parser):
     group = parser.add_argument_group("decoding (defaults: RUN/decode.yaml from 'speechkit lm tune', else greedy)")
     group.add_argument("--decoder", choices=_DECODERS, default=argparse.SUPPRESS, help="greedy or beam search")
     group.add_argument("--lm", default=argparse.SUPPRESS,
-                       help="LM directory from 'speechkit lm build' (implies --decoder beam)")
+                       help="LM directory from 'speechkit lm build' (implies --decoder beam), or 'none' for no LM")
     group.add_argument("--alpha", type=float, default=argparse.SUPPRESS, help="LM weight")
     group.add_argument("--beta", type=float, default=argparse.SUPPRESS, help="word insertion bonus")
     group.add_argument("--beam-width", type=int, default=argparse.SUPPRESS, help="beams kept per frame")
@@ -296,21 +296,25 @@ def add_decoder_arguments(parser):
 def decode_config_from_args(args, run_dir):
     """Resolve the decoding options of a command line against ``RUN/decode.yaml``.
 
-    Explicit options override the file. ``--lm`` or ``--hotwords`` without ``--decoder`` select the
-    beam search; ``--decoder greedy`` drops the file's LM and hotwords (but not explicit ones, which
-    then raise ConfigError).
+    Explicit options override the file. ``--lm DIR`` or ``--hotwords`` without ``--decoder`` select the
+    beam search; ``--lm none`` removes the file's LM (``--decoder beam --lm none`` is the LM-free beam
+    search); ``--decoder greedy`` drops the file's LM and hotwords (but not explicit ones, which then
+    raise ConfigError).
     """
     base = load_decode_config(run_dir)
     changes = {}
-    for name in ("lm", "alpha", "beta", "beam_width", "hotword_weight"):
+    for name in ("alpha", "beta", "beam_width", "hotword_weight"):
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
+    lm = getattr(args, "lm", None)
+    if lm is not None:
+        changes["lm"] = None if lm.lower() == "none" else lm
     hotwords = getattr(args, "hotwords", None)
     if hotwords is not None:
         changes["hotwords"] = tuple(h.strip() for h in hotwords.split(",") if h.strip())
     decoder = getattr(args, "decoder", None)
-    if decoder is None and ("lm" in changes or changes.get("hotwords")):
+    if decoder is None and (changes.get("lm") or changes.get("hotwords")):
         decoder = "beam"
     if decoder is not None:
         changes["decoder"] = decoder
