@@ -98,6 +98,11 @@ def _fresh(tmp_path, jobs):
     return results
 
 
+def _json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def _padded(audios):
     lengths = np.array([len(a) for a in audios], np.int32)
     batch = np.zeros((len(audios), lengths.max()), np.float32)
@@ -145,10 +150,10 @@ def test_asr_saved_model_matches_keras_in_fresh_process(asr_runs, speech, tmp_pa
     out = str(tmp_path / "export")
     info = export_asr(asr_runs["bi"], out)
     assert os.path.isfile(os.path.join(out, "saved_model.pb")) and info["signature"] == "serving_default"
-    assert json.load(open(os.path.join(out, "vocabulary.json"))) == VOCAB.to_dict()
+    assert _json(os.path.join(out, "vocabulary.json")) == VOCAB.to_dict()
     tuned = load_decode_config(out)
     assert (tuned.decoder, tuned.alpha, tuned.beta, tuned.lm) == ("beam", 0.7, 1.5, asr_runs["lm"])
-    assert json.load(open(os.path.join(out, "export.json")))["lm"] == asr_runs["lm"]
+    assert _json(os.path.join(out, "export.json"))["lm"] == asr_runs["lm"]
 
     recognizer = load_run(asr_runs["bi"])
     reference = recognizer.log_probs(audios)
@@ -239,7 +244,7 @@ def test_vocoder_saved_model_matches_generator_in_fresh_process(vocoder_run, spe
 
     out = str(tmp_path / "export")
     export_vocoder(vocoder_run, out, jit_compile=False)
-    assert json.load(open(os.path.join(out, "speakers.json"))) == ["spk_a", "spk_b"]
+    assert _json(os.path.join(out, "speakers.json")) == ["spk_a", "spk_b"]
     waveform, lengths = _padded(heads)
     common = {"speaker": np.array([1, 1], np.int32), "temperature": np.float32(0.0), "seed": np.int32(5)}
     copy, from_mel = _fresh(tmp_path, [
@@ -297,7 +302,7 @@ def test_cli_export_transcribe_vocode_and_check(asr_runs, vocoder_run, speech, t
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "max |SavedModel - Keras| log-prob" in printed and "exports match" in printed
-    report = json.load(open(root / "check.json"))
+    report = _json(root / "check.json")
     assert report["passed"] and report["asr"]["utterances"] == 3 and report["vocoder"]["samples"] == 2 * 800
     other = _asr_run(str(tmp_path / "other"), DeepSpeech2Config(
         conv_filters=(4,), conv_kernels=((5, 7),), conv_strides=((3, 2),), rnn_layers=2, rnn_units=8,

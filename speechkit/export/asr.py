@@ -44,6 +44,7 @@ __all__ = [
     "ExportedRecognizer",
     "TFLiteRecognizer",
     "load_exported_asr",
+    "tflite_parity",
     "write_export_dir",
 ]
 
@@ -242,7 +243,12 @@ def export_asr(run_dir, out_dir, *, tflite=False):
 
 
 def tflite_parity(export_dir, module, *, seconds=(1.3, 0.55), seed=0):
-    """Max abs difference between ``model.tflite`` and the SavedModel graph on noise-like test audio."""
+    """Max abs difference between ``EXPORT/model.tflite`` and ``module`` on synthetic test audio.
+
+    Run at export time so that a conversion that changes the numbers (TensorFlowASR issue #272) is
+    reported in ``export.json`` at once. The audio is noise with a slow amplitude envelope, at
+    ``seconds`` durations that give different frame counts.
+    """
     rng = np.random.default_rng(seed)
     lite = TFLiteRecognizer(export_dir)
     worst = 0.0
