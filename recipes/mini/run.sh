@@ -15,12 +15,12 @@ if [ "${FAST:-0}" = 1 ]; then
   data=data/mini-fast; exp=exp/mini-fast
   synth_args=(--train-hours 0.02 --dev-minutes 0.4 --test-minutes 0.4)
   asr_budget=1; asr_args=(--epochs 3); vocoder_budget=0.5; vocode_limit=1; lm_order=3
-  tune_args=(--alphas 0.5 1.0 --betas 0.0 1.0)
+  tune_args=(--alphas 0.5 1.0 --betas 0.0 1.0 --beam-width 16)
 else
   data=data/mini; exp=exp/mini
   synth_args=()
-  asr_budget=${ASR_BUDGET:-13}; asr_args=(); vocoder_budget=${VOCODER_BUDGET:-4}; vocode_limit=3; lm_order=4
-  tune_args=()
+  asr_budget=${ASR_BUDGET:-12}; asr_args=(); vocoder_budget=${VOCODER_BUDGET:-3}; vocode_limit=3; lm_order=4
+  tune_args=(--alphas 0.5 0.75 1.0 1.5 --betas 0.5 1.0 2.0 --beam-width 16)
 fi
 lm_args=()
 while [ $# -gt 0 ]; do

@@ -7,6 +7,7 @@ handlers, so ``speechkit --help`` stays fast. Usage errors exit 2, runtime error
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from speechkit.errors import SpeechkitError
@@ -49,6 +50,7 @@ def build_parser():
 
 
 def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
