@@ -85,40 +85,72 @@ def _revision():
         return "unknown"
 
 
+def _step_losses(path):
+    """Per-step training loss from the ASR trainer's ``batches.jsonl`` (skipped steps left out)."""
+    steps, losses = [], []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                entry = json.loads(line)
+                if not entry.get("nonfinite"):
+                    steps.append(entry["step"])
+                    losses.append(entry["loss"])
+    except (OSError, ValueError, KeyError):
+        return [], []
+    return steps, losses
+
+
 def _plot_curves(exp_dir, out_png):
-    """Training curves (loss per epoch, dev WER when logged) of the ASR and vocoder runs; None if no log."""
+    """Training curves: ASR loss per step with dev WER per epoch, vocoder loss and accuracy per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = [("ASR (ds2)", _read_csv(os.path.join(exp_dir, "asr", "train_log.csv"))),
-            ("vocoder (WaveNet)", _read_csv(os.path.join(exp_dir, "vocoder", "history.csv")))]
-    logs = [(name, rows) for name, rows in logs if rows]
-    if not logs:
+    asr_rows = _read_csv(os.path.join(exp_dir, "asr", "train_log.csv"))
+    steps, losses = _step_losses(os.path.join(exp_dir, "asr", "batches.jsonl"))
+    vocoder_rows = _read_csv(os.path.join(exp_dir, "vocoder", "history.csv"))
+    panels = [p for p in (("asr", asr_rows or steps), ("vocoder", vocoder_rows)) if p[1]]
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(logs), figsize=(5.5 * len(logs), 3.6), squeeze=False)
-    for ax, (name, rows) in zip(axes[0], logs):
-        x = list(range(1, len(rows) + 1))
-        for key in ("loss", "val_loss"):
-            if key in rows[0]:
-                ax.plot(x, [float(r[key]) for r in rows], marker="o", label=key)
-        ax.set_xlabel("epoch")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, (name, _) in zip(axes[0], panels):
+        if name == "asr":
+            ax.set_title("ASR (Deep Speech 2)")
+            if steps:
+                ax.plot(steps, losses, lw=0.8, label="CTC loss per step")
+                ax.set_xlabel("step")
+            if asr_rows and "val_wer" in asr_rows[0] and "step" in asr_rows[0]:
+                twin = ax.twinx()
+                twin.plot(_floats(asr_rows, "step"), _floats(asr_rows, "val_wer"), color="tab:red", marker="s",
+                          label="dev WER")
+                twin.set_ylabel("dev WER (greedy)", color="tab:red")
+        else:
+            ax.set_title("vocoder (WaveNet)")
+            x = list(range(1, len(vocoder_rows) + 1))
+            ax.plot(x, _floats(vocoder_rows, "loss"), marker="o", label="loss")
+            ax.set_xlabel("epoch")
+            if "accuracy" in vocoder_rows[0]:
+                twin = ax.twinx()
+                twin.plot(x, _floats(vocoder_rows, "accuracy"), color="tab:red", marker="s", label="accuracy")
+                twin.set_ylabel("teacher-forced accuracy", color="tab:red")
         ax.set_ylabel("loss")
-        ax.set_title(name)
-        wer_key = next((k for k in rows[0] if k.endswith("wer")), None)
-        acc_key = next((k for k in rows[0] if "accuracy" in k), None)
-        extra = wer_key or acc_key
-        if extra:
-            twin = ax.twinx()
-            twin.plot(x, [float(r[extra]) if r[extra] not in ("", "nan") else float("nan") for r in rows],
-                      color="tab:red", marker="s", label=extra)
-            twin.set_ylabel(extra, color="tab:red")
         ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
     return out_png
+
+
+def _floats(rows, key):
+    """Column ``key`` as floats; CSVLogger's empty and ``NA`` cells become NaN."""
+    out = []
+    for row in rows:
+        try:
+            out.append(float(row[key]))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return out
 
 
 def _pct(value):

@@ -1,0 +1,79 @@
+"""End-to-end recipe runs on tiny data: the mini recipe in FAST mode, and the LibriSpeech recipe on a
+LibriSpeech-layout fixture made by the mini synthesiser. Nothing is downloaded."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOOKS = os.path.join(REPO, "..", "shared", "corpus", "books")
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not os.path.isdir(BOOKS), reason="needs ../shared/corpus/books")]
+
+
+def _run(cmd, cwd, env_extra=None, timeout=900):
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **(env_extra or {}))
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def mini_fast(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    data, exp = root / "data", root / "exp"
+    proc = _run(["bash", "recipes/mini/run.sh", "--data", str(data), "--exp", str(exp)], REPO, {"FAST": "1"})
+    return data, exp, proc
+
+
+def test_mini_recipe_fast_writes_the_report(mini_fast):
+    data, exp, proc = mini_fast
+    for stage in range(1, 11):
+        assert f"Stage {stage}:" in proc.stdout + proc.stderr
+    for decoder in ("greedy", "beam", "beam_lm"):
+        report = json.loads((exp / "eval" / "test" / decoder / "report.json").read_text())
+        assert report["utterances"] > 0 and 0.0 <= report["wer"]
+    assert (exp / "asr" / "decode.yaml").is_file()
+    vocoder = json.loads((exp / "vocoder_eval" / "report.json").read_text())["summary"]
+    assert "wer_vocoded" in vocoder and "wer_original" in vocoder
+    assert (exp / "export" / "asr" / "saved_model.pb").is_file()
+    assert (exp / "export" / "vocoder" / "saved_model.pb").is_file()
+    md = (exp / "report.md").read_text()
+    assert "| beam + LM |" in md and "receptive field" in md and "Round trip" in md
+    assert "export/asr" in md and "training_curves.png" in md
+    html = (exp / "report.html").read_text()
+    assert "data:image/png;base64," in html
+
+
+def test_mini_recipe_skips_finished_stages(mini_fast):
+    data, exp, _ = mini_fast
+    before = (exp / "asr" / "model.keras").stat().st_mtime
+    proc = _run(["bash", "recipes/mini/run.sh", "--data", str(data), "--exp", str(exp), "--stage", "2", "--stop-stage", "6"],
+                REPO, {"FAST": "1"}, timeout=300)
+    assert "Stage 4:" in proc.stdout + proc.stderr
+    assert (exp / "asr" / "model.keras").stat().st_mtime == before
+
+
+def test_librispeech_recipe_on_a_synthetic_fixture(mini_fast, tmp_path):
+    data, _, _ = mini_fast
+    corpus = tmp_path / "LibriSpeech"
+    corpus.mkdir()
+    for split, name in (("train", "train-clean-100"), ("dev", "dev-clean"), ("test", "test-clean")):
+        os.symlink(data / split, corpus / name)
+    exp = tmp_path / "exp"
+    _run(["bash", "recipes/librispeech/run.sh", "--data", str(corpus), "--exp", str(exp),
+          "--config", "models/ds2-mini.yaml", "--vocoder-config", "models/wavenet-mini.yaml",
+          "--asr-budget", "0.5", "--vocoder-budget", "0.3", "--vocode-limit", "1", "--lm-order", "3"], REPO)
+    assert len((exp / "data" / "train-clean-100.jsonl").read_text().splitlines()) > 0
+    assert (exp / "data" / "lm_text.txt").read_text().strip()
+    for test_set in ("test-clean", "dev-clean"):
+        assert json.loads((exp / "eval" / test_set / "beam_lm" / "report.json").read_text())["utterances"] > 0
+    assert "| beam + LM |" in (exp / "report.md").read_text()
+
+
+def test_librispeech_recipe_requires_data(tmp_path):
+    proc = subprocess.run(["bash", "recipes/librispeech/run.sh", "--exp", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--data" in proc.stderr
