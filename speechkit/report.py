@@ -68,7 +68,7 @@ def collect(exp_dir):
         "eval": eval_sets,
         "decode": _read_yaml(os.path.join(exp_dir, "asr", "decode.yaml")),
         "lm": _read_json(os.path.join(exp_dir, "lm", "lm.json")),
-        "asr_summary": _read_json(os.path.join(exp_dir, "asr", "summary.json")),
+        "asr_training": _read_json(os.path.join(exp_dir, "asr", "train_summary.json")),
         "vocoder_eval": _read_json(os.path.join(exp_dir, "vocoder_eval", "report.json")),
         "vocoder_model": vocoder_config.get("model"),
         "vocoder_frontend": vocoder_config.get("frontend"),
@@ -187,6 +187,13 @@ def _markdown(data, exp_dir, curves_png):
             w = best["worst"][0]
             lines += ["", f"Worst utterance `{w['id']}` (WER {_pct(w['wer'])}):", "", "```", w["alignment"], "```"]
         lines.append("")
+    training = data["asr_training"]
+    if training:
+        lines += [f"Training: {training['step']} steps ({training['epoch']} full epochs) on {training['training_utterances']} "
+                  f"utterances, stopped by {training['stopped'].replace('_', ' ')}; "
+                  f"{training['throughput_audio_s_per_s']:.1f} s of audio per second "
+                  f"({training['audio_s_per_cpu_s']:.1f} per CPU-second); best dev WER {_pct(training['best_dev_wer'])}; "
+                  f"{training['parameters']:,} parameters.", ""]
     decode, lm = data["decode"], data["lm"]
     if decode:
         lines += [f"Tuned on dev: alpha = {decode.get('alpha')}, beta = {decode.get('beta')}, "
