@@ -13,7 +13,7 @@ import pytest
 
 from speechkit import audio as audio_io
 from speechkit.asr import train as train_module
-from speechkit.asr.deepspeech2 import DeepSpeech2Config
+from speechkit.asr.deepspeech2 import DeepSpeech2Config, SpecAugmentConfig
 from speechkit.asr.train import (OptimizerConfig, TrainConfig, WarmupDecay, load_train_config, select_utterances,
                                  train)
 from speechkit.data.manifest import Utterance, write_manifest
@@ -46,7 +46,8 @@ def _tiny(**overrides):
     base = TrainConfig(
         frontend=FrontendConfig(kind="mel", n_mels=32),
         model=DeepSpeech2Config(conv_filters=(8,), conv_kernels=((5, 9),), conv_strides=((2, 2),), rnn_layers=1,
-                                rnn_units=32, bn_momentum=0.9),
+                                rnn_units=32, bn_momentum=0.9,
+                                specaugment=SpecAugmentConfig(freq_masks=1, freq_width=4, time_masks=1, time_width=5)),
         optimizer=OptimizerConfig(learning_rate=3e-3, warmup_steps=3, schedule="constant"),
         batch_size=2, epochs=2, checkpoint_every=2, log_every=1, dev_batch_size=6)
     return dataclasses.replace(base, **overrides)
@@ -121,6 +122,7 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_crash_continues_exactly(corpus, tmp_path, monkeypatch):
     manifest, _ = corpus
     config = _tiny()
@@ -148,7 +150,7 @@ def test_resume_after_crash_continues_exactly(corpus, tmp_path, monkeypatch):
     assert resumed["audio_seconds_trained"] == pytest.approx(full["audio_seconds_trained"])
     a = _weights(glob.glob(os.path.join(tmp_path, "full", "backup", "ckpt-*.weights.h5"))[0])
     b = _weights(glob.glob(os.path.join(run, "backup", "ckpt-*.weights.h5"))[0])
-    assert a.keys() == b.keys() and any("optimizer" in k for k in a)
+    assert a.keys() == b.keys() and any("optimizer" in k for k in a) and any("spec_augment" in k for k in a)
     for key in a:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-7, err_msg=key)
     assert resumed["best_dev_wer"] == pytest.approx(full["best_dev_wer"])
@@ -176,19 +178,36 @@ def test_time_budget_stops_cleanly_and_saves(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_model_overfits_five_utterances(corpus, tmp_path):
-    from speechkit.asr.inference import load_run
+def test_tiny_model_overfits_five_utterances(corpus):
+    """Network, CTC train step and greedy decoding can learn: 120 full-batch steps fit five utterances exactly."""
+    import keras
+    import tensorflow as tf
+
+    from speechkit import frontend as fe
+    from speechkit.asr.decoding import greedy_decode
+    from speechkit.asr.deepspeech2 import build_deepspeech2
     from speechkit.metrics import wer
 
-    manifest, utterances = corpus
-    repeated = [dataclasses.replace(u, id=f"{u.id}-{k}") for k in range(4) for u in utterances[:5]]
-    five = str(tmp_path / "five.jsonl")
-    write_manifest(five, repeated)
-    config = _tiny(batch_size=5, epochs=40, checkpoint_every=1000, log_every=50, sortagrad=False,
-                   model=DeepSpeech2Config(conv_filters=(8,), conv_kernels=((5, 9),), conv_strides=((2, 2),),
-                                           rnn_layers=2, rnn_units=48, bn_momentum=0.8),
-                   optimizer=OptimizerConfig(learning_rate=5e-3, warmup_steps=5, schedule="constant"))
-    train(config, train_manifest=five, out_dir=str(tmp_path / "run"), verbose=0)
-    recognizer = load_run(str(tmp_path / "run"))
-    hyps = recognizer.transcribe([audio_io.load(u.audio) for u in utterances[:5]])
-    assert wer([u.text for u in utterances[:5]], hyps) == 0.0, hyps
+    _, utterances = corpus
+    texts = [u.text for u in utterances[:5]]
+    audios = [audio_io.load(u.audio) for u in utterances[:5]]
+    padded = np.zeros((5, max(len(a) for a in audios)), np.float32)
+    for i, a in enumerate(audios):
+        padded[i, :len(a)] = a
+    frontend = FrontendConfig(kind="mel", n_mels=32)
+    features, lengths = fe.features(padded, [len(a) for a in audios], config=frontend)
+    vocabulary = Vocabulary()
+    labels = tf.ragged.constant([vocabulary.encode(t) for t in texts]).to_tensor()
+    batch = ((features, lengths), (labels, tf.constant([len(t) for t in texts])))
+
+    keras.utils.set_random_seed(0)
+    network = build_deepspeech2(DeepSpeech2Config(conv_filters=(8,), conv_kernels=((5, 9),), conv_strides=((2, 2),),
+                                                  rnn_layers=2, rnn_units=48, bn_momentum=0.8),
+                                num_features=frontend.num_features)
+    trainer = train_module.CTCTrainer(network)
+    trainer.compile(optimizer=keras.optimizers.Adam(5e-3), jit_compile=False)
+    trainer.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=120, epochs=1, verbose=0,
+                shuffle=False)
+    log_probs, out_lengths = network([features, lengths], training=False)
+    hyps = [greedy_decode(log_probs[i, :out_lengths[i]].numpy(), vocabulary) for i in range(5)]
+    assert wer(texts, hyps) == 0.0, hyps
