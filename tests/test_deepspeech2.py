@@ -291,3 +291,17 @@ def test_specaugment_masks_only_in_training_and_within_lengths():
     # The masks are a function of (seed, counter): a fresh layer at the same counter draws the same ones.
     again = SpecAugment(freq_masks=2, freq_width=5, time_masks=2, time_width=6, max_time_ratio=0.5, seed=3)
     np.testing.assert_array_equal(again(x, lengths, training=True).numpy(), first)
+
+
+def test_frequency_warp_moves_spectral_peaks_by_alpha():
+    from speechkit.asr.deepspeech2 import _warp_bins
+
+    x = np.zeros((2, 3, 40), np.float32)
+    x[:, :, 20] = 1.0
+    warped = _warp_bins(tf.constant(x), tf.constant([1.25, 0.8])).numpy()
+    assert np.argmax(warped[0, 0]) == 25  # bin 25 reads source 25 / 1.25 = 20
+    assert np.argmax(warped[1, 0]) == 16  # bin 16 reads source 16 / 0.8 = 20
+    np.testing.assert_allclose(_warp_bins(tf.constant(x), tf.constant([1.0, 1.0])).numpy(), x)
+    layer = SpecAugment(freq_warp=0.2, seed=1)
+    out = layer(np.tile(np.arange(40, dtype=np.float32), (2, 5, 1)), np.array([5, 5], np.int32), training=True).numpy()
+    assert not np.allclose(out, np.arange(40)) and np.all(np.diff(out, axis=-1) >= -1e-6)

@@ -53,6 +53,9 @@ class SpecAugmentConfig:
         time_masks: int >= 0, time masks per utterance.
         time_width: int >= 0, widest time mask, in frames.
         max_time_ratio: float in (0, 1], a time mask never covers more than this share of the utterance.
+        freq_warp: float in [0, 0.5), largest relative warp of the frequency axis: each utterance's
+            bins are resampled at ``bin / alpha`` with ``alpha`` uniform in [1 - freq_warp, 1 + freq_warp],
+            a vocal tract length perturbation (Jaitly & Hinton, 2013) that imitates other voices.
         seed: int, the masks are a pure function of (seed, training step), so resumed runs see the same ones.
     """
 
@@ -61,6 +64,7 @@ class SpecAugmentConfig:
     time_masks: int = 0
     time_width: int = 0
     max_time_ratio: float = 0.2
+    freq_warp: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -69,10 +73,13 @@ class SpecAugmentConfig:
                 raise ConfigError(f"specaugment {name} must be an int >= 0, received: {getattr(self, name)!r}")
         if not 0 < self.max_time_ratio <= 1:
             raise ConfigError(f"specaugment max_time_ratio must be in (0, 1], received: {self.max_time_ratio}")
+        if not 0 <= self.freq_warp < 0.5:
+            raise ConfigError(f"specaugment freq_warp must be in [0, 0.5), received: {self.freq_warp}")
 
     @property
     def enabled(self):
-        return bool(self.freq_masks and self.freq_width) or bool(self.time_masks and self.time_width)
+        return (bool(self.freq_masks and self.freq_width) or bool(self.time_masks and self.time_width)
+                or self.freq_warp > 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,9 +197,28 @@ def _clipped_relu(x, clip):
 
 # -- Layers -- #
 
+def _warp_bins(features, alpha):
+    """Resample each utterance's frequency axis at ``bin / alpha`` (linear interpolation, edges clamped).
+
+    Args:
+        features: float [batch, frames, bins].
+        alpha: float32 [batch], warp factors near 1.
+    """
+    bins = tf.shape(features)[2]
+    top = tf.cast(bins - 1, tf.float32)
+    source = tf.clip_by_value(tf.cast(tf.range(bins), tf.float32)[None, :] / alpha[:, None], 0.0, top)
+    low = tf.floor(source)
+    weight = tf.cast(source - low, features.dtype)[:, None, :]
+    low = tf.cast(low, tf.int32)
+    high = tf.minimum(low + 1, bins - 1)
+    below = tf.gather(features, low, axis=2, batch_dims=1)
+    above = tf.gather(features, high, axis=2, batch_dims=1)
+    return below + weight * (above - below)
+
+
 @keras.saving.register_keras_serializable(package="speechkit")
 class SpecAugment(keras.layers.Layer):
-    """SpecAugment frequency and time masking (Park et al., 2019), in training only.
+    """SpecAugment frequency and time masking (Park et al., 2019) and frequency warping, in training only.
 
     Masked values are set to 0, the mean of the per-utterance normalised features. Time masks stay
     inside each utterance's valid frames. The random numbers come from a stateless generator seeded
@@ -200,7 +226,8 @@ class SpecAugment(keras.layers.Layer):
     with the checkpoint, so a resumed run draws exactly the masks an uninterrupted run would have.
 
     Args:
-        freq_masks, freq_width, time_masks, time_width, max_time_ratio, seed: see ``SpecAugmentConfig``.
+        freq_masks, freq_width, time_masks, time_width, max_time_ratio, freq_warp, seed: see
+            ``SpecAugmentConfig``.
 
     Call arguments:
         inputs: float [batch, frames, bins].
@@ -211,11 +238,12 @@ class SpecAugment(keras.layers.Layer):
         float [batch, frames, bins].
     """
 
-    def __init__(self, *, freq_masks=0, freq_width=0, time_masks=0, time_width=0, max_time_ratio=0.2, seed=0,
-                 **kwargs):
+    def __init__(self, *, freq_masks=0, freq_width=0, time_masks=0, time_width=0, max_time_ratio=0.2, freq_warp=0.0,
+                 seed=0, **kwargs):
         super().__init__(**kwargs)
         self.config = SpecAugmentConfig(freq_masks=freq_masks, freq_width=freq_width, time_masks=time_masks,
-                                        time_width=time_width, max_time_ratio=max_time_ratio, seed=seed)
+                                        time_width=time_width, max_time_ratio=max_time_ratio, freq_warp=freq_warp,
+                                        seed=seed)
 
     def build(self, inputs_shape, lengths_shape=None):
         self.counter = self.add_weight(name="counter", shape=(), dtype="int64", initializer="zeros", trainable=False,
@@ -229,7 +257,9 @@ class SpecAugment(keras.layers.Layer):
         self.counter.assign_add(1)
         shape = tf.shape(inputs)
         batch, frames, bins = shape[0], shape[1], shape[2]
-        draws = tf.random.stateless_uniform([batch, 2 * (c.freq_masks + c.time_masks)], seed=seed)
+        draws = tf.random.stateless_uniform([batch, 2 * (c.freq_masks + c.time_masks) + 1], seed=seed)
+        if c.freq_warp:
+            inputs = _warp_bins(inputs, 1.0 + c.freq_warp * (2.0 * draws[:, -1] - 1.0))
         keep = tf.ones([batch, frames, bins], tf.bool)
         bin_index = tf.range(bins)[None, :]
         frame_index = tf.range(frames)[None, :]
