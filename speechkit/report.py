@@ -189,11 +189,12 @@ def _markdown(data, exp_dir, curves_png):
         lines.append("")
     training = data["asr_training"]
     if training:
-        lines += [f"Training: {training['step']} steps ({training['epoch']} full epochs) on {training['training_utterances']} "
-                  f"utterances, stopped by {training['stopped'].replace('_', ' ')}; "
-                  f"{training['throughput_audio_s_per_s']:.1f} s of audio per second "
-                  f"({training['audio_s_per_cpu_s']:.1f} per CPU-second); best dev WER {_pct(training['best_dev_wer'])}; "
-                  f"{training['parameters']:,} parameters.", ""]
+        epochs = training.get("epochs_done", training.get("epoch"))
+        lines += [f"Training: {training.get('step')} steps ({epochs:.1f} epochs) on {training.get('training_utterances')} "
+                  f"utterances, stopped by {str(training.get('stopped')).replace('_', ' ')}; "
+                  f"{training.get('throughput_audio_s_per_s', float('nan')):.1f} s of audio per second "
+                  f"({training.get('audio_s_per_cpu_s', float('nan')):.1f} per CPU-second); best dev WER "
+                  f"{_pct(training.get('best_dev_wer'))}; {training.get('parameters', 0):,} parameters.", ""]
     decode, lm = data["decode"], data["lm"]
     if decode:
         lines += [f"Tuned on dev: alpha = {decode.get('alpha')}, beta = {decode.get('beta')}, "
