@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from speechkit.asr.deepspeech2 import (BatchNormGRU, DeepSpeech2Config, Lookahead, MaskedConv2D, SpecAugment,
-                                       SpecAugmentConfig, build_deepspeech2, ctc_loss, ctc_min_frames, output_lengths, time_reduction_factor)
+                                       SpecAugmentConfig, build_deepspeech2, ctc_loss, ctc_min_frames, output_lengths,
+                                       time_reduction_factor)
 from speechkit.config import from_dict
 from speechkit.errors import ConfigError
 
