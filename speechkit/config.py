@@ -8,7 +8,7 @@ import yaml
 
 from speechkit.errors import ConfigError
 
-__all__ = ["from_dict", "to_dict", "load_yaml", "save_yaml", "atomic_write_text"]
+__all__ = ["Config", "from_dict", "to_dict", "load_yaml", "save_yaml", "atomic_write_text"]
 
 
 def from_dict(cls, data, *, source=None):
@@ -81,3 +81,37 @@ def save_yaml(path, data):
     if dataclasses.is_dataclass(data):
         data = to_dict(data)
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+class Config:
+    """Base of speechkit's frozen config dataclasses: a YAML round trip that rejects unknown keys.
+
+    Subclasses are ``@dataclasses.dataclass(frozen=True)`` and check their fields in
+    ``__post_init__``; nested dataclass fields are read and written recursively.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Tiny(Config):
+        ...     size: int = 1
+        >>> Tiny.from_dict({"size": 2}).to_dict()
+        {'size': 2}
+    """
+
+    def to_dict(self):
+        """Plain-dict (YAML-safe) form; tuples become lists."""
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data, *, source=None):
+        """Build from a mapping; unknown keys raise ``ConfigError`` naming ``source``."""
+        return from_dict(cls, data, source=source)
+
+    @classmethod
+    def load(cls, path):
+        """Read a YAML file; errors name the file."""
+        return cls.from_dict(load_yaml(path), source=os.fspath(path))
+
+    def save(self, path):
+        """Atomically write the YAML form to ``path``."""
+        save_yaml(path, self)

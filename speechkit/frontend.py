@@ -13,7 +13,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from speechkit.config import from_dict, to_dict
+from speechkit.config import Config
 from speechkit.errors import ConfigError
 
 __all__ = [
@@ -34,7 +34,7 @@ _FEATURE_KINDS = ("spectrogram", "mel")
 
 
 @dataclasses.dataclass(frozen=True)
-class FrontendConfig:
+class FrontendConfig(Config):
     """Every front-end parameter; models store it and refuse to load under a different one.
 
     Args:
@@ -112,12 +112,6 @@ class FrontendConfig:
         """int, mu-law classes (256 for mu = 255)."""
         return self.mu + 1
 
-    def to_dict(self):
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data, *, source=None):
-        return from_dict(cls, data, source=source)
 
     def check_matches(self, other, *, source):
         """Raise ``ConfigError`` listing every field where ``other`` differs (a model trained on other features)."""

@@ -13,6 +13,7 @@ import pytest
 
 from speechkit import audio as audio_io
 from speechkit.asr import train as train_module
+from speechkit.asr.ctc import CTCTrainer
 from speechkit.asr.deepspeech2 import DeepSpeech2Config, SpecAugmentConfig
 from speechkit.asr.train import (OptimizerConfig, TrainConfig, WarmupDecay, load_train_config, select_utterances,
                                  train)
@@ -204,7 +205,7 @@ def test_tiny_model_overfits_five_utterances(corpus):
     network = build_deepspeech2(DeepSpeech2Config(conv_filters=(8,), conv_kernels=((5, 9),), conv_strides=((2, 2),),
                                                   rnn_layers=2, rnn_units=48, bn_momentum=0.8),
                                 num_features=frontend.num_features)
-    trainer = train_module.CTCTrainer(network)
+    trainer = CTCTrainer(network)
     trainer.compile(optimizer=keras.optimizers.Adam(5e-3), jit_compile=False)
     trainer.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=120, epochs=1, verbose=0,
                 shuffle=False)

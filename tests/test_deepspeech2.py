@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from speechkit.asr.deepspeech2 import (BatchNormGRU, DeepSpeech2Config, Lookahead, MaskedConv2D, SpecAugment,
-                                       SpecAugmentConfig, build_deepspeech2, ctc_loss, ctc_min_frames, output_lengths,
-                                       time_reduction_factor)
+from speechkit.asr.ctc import ctc_loss, ctc_min_frames
+from speechkit.asr.deepspeech2 import DeepSpeech2Config, build_deepspeech2, output_lengths, time_reduction_factor
+from speechkit.asr.layers import BatchNormGRU, Lookahead, MaskedConv2D, SpecAugment, SpecAugmentConfig, _warp_bins
 from speechkit.config import from_dict
 from speechkit.errors import ConfigError
 
@@ -295,7 +295,6 @@ def test_specaugment_masks_only_in_training_and_within_lengths():
 
 
 def test_frequency_warp_moves_spectral_peaks_by_alpha():
-    from speechkit.asr.deepspeech2 import _warp_bins
 
     x = np.zeros((2, 3, 40), np.float32)
     x[:, :, 20] = 1.0

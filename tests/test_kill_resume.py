@@ -104,7 +104,8 @@ def tracker(tmp_path):
     import keras
 
     from speechkit.asr.deepspeech2 import build_deepspeech2
-    from speechkit.asr.train import CTCTrainer, _make_optimizer, _TrainState
+    from speechkit.asr.ctc import CTCTrainer
+    from speechkit.asr.train import _make_optimizer, _TrainState
 
     config = tiny_config()
     network = build_deepspeech2(config.model, num_features=config.frontend.num_features)

@@ -9,9 +9,11 @@ import pytest
 import tensorflow as tf
 
 from _tiny_asr import tiny_config, write_corpus
+from speechkit.asr import ctc as ctc_module
 from speechkit.asr import train as train_module
+from speechkit.asr.ctc import CTCTrainer
 from speechkit.asr.deepspeech2 import build_deepspeech2
-from speechkit.asr.train import CTCTrainer, _make_optimizer, select_utterances, train
+from speechkit.asr.train import _make_optimizer, select_utterances, train
 from speechkit.data.manifest import read_manifest
 from speechkit.errors import SpeechkitError
 from speechkit.text import Vocabulary
@@ -90,7 +92,7 @@ def test_impossible_alignments_are_filtered_before_training(tmp_path):
 
 def _poison(marker):
     """A ``ctc_loss`` that returns NaN for every utterance of a batch holding the letter ``marker``."""
-    original = train_module.ctc_loss
+    original = ctc_module.ctc_loss
     code = VOCAB.encode(marker)[0]
 
     def loss(labels, label_lengths, log_probs, logit_lengths):
@@ -104,7 +106,7 @@ def _poison(marker):
 def test_training_skips_and_counts_a_nan_batch(tmp_path, monkeypatch):
     texts = ["AB", "CAB", "BAD", "DAB", "ACE", "BED", "FED", "ZED"]
     manifest = write_corpus(str(tmp_path / "data"), texts)
-    monkeypatch.setattr(train_module, "ctc_loss", _poison("Z"))
+    monkeypatch.setattr(ctc_module, "ctc_loss", _poison("Z"))
     run = str(tmp_path / "run")
     summary = train(tiny_config(epochs=2, checkpoint_every=1), train_manifest=manifest, out_dir=run, verbose=0)
     # 8 utterances in batches of 4: 2 steps per epoch, one of them holds "ZED" in each epoch.
@@ -120,7 +122,7 @@ def test_training_skips_and_counts_a_nan_batch(tmp_path, monkeypatch):
 
 def test_training_stops_when_every_step_is_non_finite(tmp_path, monkeypatch):
     manifest = write_corpus(str(tmp_path / "data"), ["AB", "CAB", "BAD", "DAB", "ACE", "BED", "FED", "FADE"])
-    monkeypatch.setattr(train_module, "ctc_loss", _poison("A"))
+    monkeypatch.setattr(ctc_module, "ctc_loss", _poison("A"))
     monkeypatch.setattr(train_module, "_MAX_CONSECUTIVE_NONFINITE", 2)
     with pytest.raises(SpeechkitError, match=r"2 steps in a row .* epoch 0, batch 1 \(utterances u0"):
         train(tiny_config(epochs=1), train_manifest=manifest, out_dir=str(tmp_path / "run"), verbose=0)

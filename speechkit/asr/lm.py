@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from speechkit.config import atomic_write_text
-from speechkit.errors import ConfigError, SpeechkitError, TextError
+from speechkit.errors import ConfigError, KenLMError, SpeechkitError, TextError
 from speechkit.text import ALPHABET, normalize
 
 __all__ = [
@@ -63,9 +63,6 @@ DEFAULT_BETAS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 _BINARY_TYPES = ("probing", "trie")
 _DISCOUNT_FALLBACK = ("auto", "always", "never")
 
-
-class KenLMError(SpeechkitError):
-    """A KenLM tool is missing or failed, or an LM directory is incomplete."""
 
 
 # -- Tools -- #

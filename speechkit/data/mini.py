@@ -39,7 +39,7 @@ from tqdm import tqdm
 from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.data.books import DEFAULT_BOOKS_DIR, BookText, extract_sentences
-from speechkit.errors import AudioError, SpeechkitError
+from speechkit.errors import AudioError, SpeechkitError, SynthesisError
 
 __all__ = [
     "DEFAULT_BOOKS_DIR",
@@ -76,9 +76,6 @@ _SUBPROCESS_TIMEOUT = 60
 _ATTEMPTS = 2
 _FORMAT_VERSION = 1
 
-
-class SynthesisError(SpeechkitError):
-    """A speech engine is missing, or the corpus cannot be synthesised as asked."""
 
 
 # -- Speakers -- #

@@ -30,7 +30,7 @@ import tensorflow as tf
 from speechkit import audio as audio_io
 from speechkit import frontend as fe
 from speechkit.config import atomic_write_text, from_dict, load_yaml, save_yaml
-from speechkit.errors import SpeechkitError
+from speechkit.errors import ExportError, SpeechkitError
 from speechkit.frontend import FrontendConfig
 from speechkit.text import BLANK_INDEX, Vocabulary
 
@@ -54,9 +54,6 @@ SIGNATURE = "serving_default"
 TFLITE_FILE = "model.tflite"
 EXPORT_JSON = "export.json"
 
-
-class ExportError(SpeechkitError):
-    """An export cannot be written, loaded, or does not match the model it came from."""
 
 
 # -- In-graph greedy decoding -- #

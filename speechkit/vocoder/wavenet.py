@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speechkit.config import from_dict, to_dict
+from speechkit.config import Config
 from speechkit.errors import ConfigError
 from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode
 
@@ -51,7 +51,7 @@ _RESIDUAL_SCALE = math.sqrt(0.5)
 
 
 @dataclasses.dataclass(frozen=True)
-class WaveNetConfig:
+class WaveNetConfig(Config):
     """WaveNet architecture. Cost per generated sample is about
     ``layers * (kernel_size * R * 2G + G * (R + S)) + S * H + H * classes`` multiply-adds.
 
@@ -144,12 +144,6 @@ class WaveNetConfig:
                 raise ConfigError(f"{source}: a mel-conditioned vocoder needs frontend.kind='mel', "
                                   f"received {frontend.kind!r}")
 
-    def to_dict(self):
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data, *, source=None):
-        return from_dict(cls, data, source=source)
 
 
 ReceptiveField = collections.namedtuple("ReceptiveField", ["samples", "ms"])
