@@ -1,0 +1,404 @@
+"""The run directory: the one door for a training run's files.
+
+A run directory holds everything a trained model needs to be used, resumed or reported on:
+
+- ``config.yaml``: the resolved training config. The front end is stored here only, in its
+  ``frontend`` section, and ``RunDir.frontend`` is the one place a run's front end is parsed.
+- ``model.keras``: the trained model, which also carries its own config and front end.
+- ``vocabulary.json`` (ASR) or ``speakers.json`` (vocoder): what the output classes or the speaker
+  embedding rows mean.
+- ``decode.yaml`` (ASR, written by LM tuning): the tuned decoding options; an LM path inside the
+  run is stored relative to it, so a run and its LM can move together.
+- ``command.txt``: every command line that wrote to the run, one per line.
+- ``train_log.csv``, ``tensorboard/``, ``backup/`` (resume state while training is unfinished),
+  ``skipped.json`` (training items left out and why), ``train_summary.json`` and ``DONE``
+  (written last, when training ends normally).
+
+Every write is atomic (a temporary file in the same directory, then ``os.replace``), so a reader or
+a killed writer never leaves half a file under a real name; ``RunDir.remove_partial_files`` clears
+the temporary files a kill can leave. Every read checks what it reads and raises ``RunError``
+naming the file and the problem.
+
+Example:
+    >>> import tempfile
+    >>> run = RunDir(tempfile.mkdtemp(), create=True)
+    >>> run.write_json(RunDir.SUMMARY, {"epochs_done": 3})
+    >>> run.read_json(RunDir.SUMMARY)
+    {'epochs_done': 3}
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shlex
+import sys
+
+import keras
+import yaml
+
+from speechkit.asr.beam import DecodeConfig
+from speechkit.config import atomic_write_text, from_dict, to_dict
+from speechkit.errors import RunError
+from speechkit.frontend import FrontendConfig
+from speechkit.text import Vocabulary
+
+__all__ = ["RunDir"]
+
+logger = logging.getLogger(__name__)
+
+_PARTIAL = re.compile(r"\.tmp\.\d+(\.keras)?$")
+_MISSING = "<missing>"
+
+
+def _flatten(data, prefix=""):
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves."""
+    out = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, prefix=f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def _is_mutable(path, mutable):
+    return any(path == m or path.startswith(f"{m}.") for m in mutable)
+
+
+class RunDir:
+    """A training run's directory: its file layout, atomic writes, and checked reads.
+
+    Args:
+        path: str or os.PathLike, the run directory.
+        create: bool, create the directory (and its parents) when missing; otherwise a missing
+            directory raises.
+
+    Attributes:
+        path: str, the run directory.
+
+    Raises:
+        RunError: ``path`` is not a directory and ``create`` is false, or it is a file.
+    """
+
+    CONFIG = "config.yaml"
+    MODEL = "model.keras"
+    VOCABULARY = "vocabulary.json"
+    SPEAKERS = "speakers.json"
+    DECODE = "decode.yaml"
+    COMMAND = "command.txt"
+    DONE = "DONE"
+    SUMMARY = "train_summary.json"
+    TRAIN_LOG = "train_log.csv"
+    TENSORBOARD = "tensorboard"
+    BACKUP = "backup"
+    SKIPPED = "skipped.json"
+
+    def __init__(self, path, *, create=False):
+        self.path = os.fspath(path)
+        if create:
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise RunError(f"{self.path}: exists and is not a directory") from None
+        elif not os.path.isdir(self.path):
+            raise RunError(f"{self.path}: no such run directory")
+
+    def __repr__(self):
+        return f"RunDir({self.path!r})"
+
+    def __fspath__(self):
+        return self.path
+
+    # -- Layout -- #
+
+    def file(self, name):
+        """str, the path of ``name`` inside the run."""
+        return os.path.join(self.path, name)
+
+    def exists(self, name):
+        """bool, whether ``name`` (a file or directory) exists in the run."""
+        return os.path.exists(self.file(name))
+
+    @property
+    def backup_dir(self):
+        """str, ``RUN/backup``: training state for resuming; not created here."""
+        return self.file(self.BACKUP)
+
+    @property
+    def tensorboard_dir(self):
+        """str, ``RUN/tensorboard``: TensorBoard event files; not created here."""
+        return self.file(self.TENSORBOARD)
+
+    def _require(self, name, what=None):
+        path = self.file(name)
+        if not os.path.isfile(path):
+            hint = f" ({what})" if what else ""
+            raise RunError(f"{path}: missing{hint}; is {self.path} a finished training run?")
+        return path
+
+    def remove_partial_files(self):
+        """Delete temporary files that a killed atomic write left behind (in the run and ``backup/``).
+
+        Call it only while no other process writes to the run, for example when training starts.
+
+        Returns:
+            list of str, the removed paths.
+        """
+        removed = []
+        for folder in (self.path, self.backup_dir):
+            if not os.path.isdir(folder):
+                continue
+            for entry in os.scandir(folder):
+                if entry.is_file() and _PARTIAL.search(entry.name):
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+        if removed:
+            logger.info("%s: removed %d partial file(s) left by an interrupted write", self.path, len(removed))
+        return removed
+
+    # -- Text and JSON -- #
+
+    def write_text(self, name, text):
+        """Atomically write ``text`` (str) to ``RUN/name``; returns the path."""
+        path = self.file(name)
+        atomic_write_text(path, text)
+        return path
+
+    def read_text(self, name):
+        """str contents of ``RUN/name``.
+
+        Raises:
+            RunError: the file is missing or unreadable.
+        """
+        path = self._require(name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise RunError(f"{path}: unreadable ({err})") from None
+
+    def write_json(self, name, data):
+        """Atomically write ``data`` as indented JSON to ``RUN/name``; returns the path."""
+        return self.write_text(name, json.dumps(data, indent=2) + "\n")
+
+    def read_json(self, name):
+        """The parsed JSON of ``RUN/name``.
+
+        Raises:
+            RunError: the file is missing, unreadable or not valid JSON.
+        """
+        text = self.read_text(name)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise RunError(f"{self.file(name)}: not valid JSON ({err})") from None
+
+    def _read_yaml(self, name):
+        text = self.read_text(name)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise RunError(f"{self.file(name)}: not valid YAML ({err})") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise RunError(f"{self.file(name)}: expected a mapping, found {type(data).__name__}")
+        return data
+
+    # -- Config and front end -- #
+
+    def save_config(self, config, *, mutable=()):
+        """Write the resolved config to ``config.yaml``, refusing to mix two different runs.
+
+        Args:
+            config: a config dataclass (``speechkit.config.Config``) or a plain dict.
+            mutable: iterable of dotted field paths (``"epochs"``, ``"train.epochs"``, or a whole
+                section such as ``"train"``) that may change between invocations of one run, so a
+                finished run can be extended; the new values are written.
+
+        Returns:
+            str, the path of ``config.yaml``.
+
+        Raises:
+            RunError: ``config.yaml`` exists and differs in another field; the message lists each
+                differing field with its old and new value.
+        """
+        data = to_dict(config) if dataclasses.is_dataclass(config) else dict(config)
+        if self.exists(self.CONFIG):
+            old, new = _flatten(self._read_yaml(self.CONFIG)), _flatten(data)
+            diffs = [f"{key}: {old.get(key, _MISSING)!r} != {new.get(key, _MISSING)!r}"
+                     for key in sorted(set(old) | set(new))
+                     if old.get(key, _MISSING) != new.get(key, _MISSING) and not _is_mutable(key, mutable)]
+            if diffs:
+                raise RunError(f"{self.path} holds a run with a different config: " + "; ".join(diffs))
+        return self.write_text(self.CONFIG, yaml.safe_dump(data, sort_keys=False))
+
+    def load_config(self, cls):
+        """The run's ``config.yaml`` as ``cls``, a ``speechkit.config.Config`` subclass.
+
+        Raises:
+            RunError: the file is missing or not YAML; ConfigError: it does not fit ``cls``
+                (the message names the file).
+        """
+        return cls.from_dict(self._read_yaml(self.CONFIG), source=self.file(self.CONFIG))
+
+    def frontend(self):
+        """The run's ``FrontendConfig``, from the ``frontend`` section of ``config.yaml``.
+
+        Raises:
+            RunError: ``config.yaml`` is missing or has no ``frontend`` section; ConfigError: the
+                section is invalid.
+        """
+        data = self._read_yaml(self.CONFIG)
+        if "frontend" not in data:
+            raise RunError(f"{self.file(self.CONFIG)}: no frontend section")
+        return FrontendConfig.from_dict(data["frontend"], source=self.file(self.CONFIG))
+
+    def check_frontend(self, frontend, *, source=None):
+        """Check ``frontend`` (for example a loaded model's) against the run's; returns the run's.
+
+        Raises:
+            ConfigError: a field differs; the message lists them and names ``source`` (default:
+                ``config.yaml``).
+        """
+        saved = self.frontend()
+        saved.check_matches(frontend, source=source or self.file(self.CONFIG))
+        return saved
+
+    # -- Command, summary, done marker -- #
+
+    def append_command(self, command=None):
+        """Append a command line to ``command.txt`` (one line per invocation, resumes included).
+
+        Args:
+            command: str, or None for the current process's ``sys.argv``, shell-quoted.
+        """
+        if command is None:
+            command = shlex.join(sys.argv)
+        previous = self.read_text(self.COMMAND) if self.exists(self.COMMAND) else ""
+        if previous and not previous.endswith("\n"):
+            previous += "\n"
+        return self.write_text(self.COMMAND, previous + command.rstrip("\n") + "\n")
+
+    def mark_done(self, summary):
+        """Write ``summary`` (a JSON-safe dict) to ``train_summary.json``, then the ``DONE`` marker."""
+        self.write_json(self.SUMMARY, summary)
+        self.write_json(self.DONE, summary)
+
+    def is_done(self):
+        """bool, whether training ended normally (``DONE`` exists)."""
+        return self.exists(self.DONE)
+
+    def clear_done(self):
+        """Remove ``DONE``, so the run counts as unfinished (for example before training further)."""
+        try:
+            os.remove(self.file(self.DONE))
+        except FileNotFoundError:
+            pass
+
+    def summary(self):
+        """dict from ``train_summary.json``; raises RunError when missing or invalid."""
+        return self.read_json(self.SUMMARY)
+
+    # -- Model -- #
+
+    def save_model(self, model, name=MODEL):
+        """Atomically save a Keras model as ``RUN/name`` (a ``.keras`` file); returns the path.
+
+        The model is written under a temporary name in the run directory and renamed, so
+        ``RUN/name`` is always a whole model.
+        """
+        path = self.file(name)
+        stem = name[:-len(".keras")] if name.endswith(".keras") else name
+        tmp = self.file(f"{stem}.tmp.{os.getpid()}.keras")
+        try:
+            model.save(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    def load_model(self, name=MODEL, *, cls=None):
+        """Load ``RUN/name`` with ``keras.saving.load_model(compile=False)``.
+
+        The custom layers must be registered, that is, their module imported (for example
+        ``speechkit.asr.deepspeech2``).
+
+        Args:
+            name: str, the model file in the run.
+            cls: optional class the model must be an instance of.
+
+        Raises:
+            RunError: the file is missing, cannot be loaded, or is not a ``cls``.
+        """
+        path = self._require(name, "the trained model")
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except (ValueError, OSError, TypeError, KeyError) as err:
+            raise RunError(f"{path}: cannot load the model ({err})") from None
+        if cls is not None and not isinstance(model, cls):
+            raise RunError(f"{path}: not a {cls.__name__} (found {type(model).__name__})")
+        return model
+
+    # -- Vocabulary, speakers, decoding -- #
+
+    def save_vocabulary(self, vocabulary):
+        """Write a ``speechkit.text.Vocabulary`` to ``vocabulary.json``; returns the path."""
+        return self.write_json(self.VOCABULARY, vocabulary.to_dict())
+
+    def vocabulary(self):
+        """The run's ``Vocabulary``; raises RunError when ``vocabulary.json`` is missing or invalid."""
+        data = self.read_json(self.VOCABULARY)
+        try:
+            return Vocabulary.from_dict(data)
+        except (TypeError, KeyError, ValueError) as err:
+            raise RunError(f"{self.file(self.VOCABULARY)}: not a vocabulary ({type(err).__name__}: {err})") from None
+
+    def save_speakers(self, names):
+        """Write speaker names in embedding order to ``speakers.json``; returns the path."""
+        return self.write_text(self.SPEAKERS, json.dumps(list(names), indent=1) + "\n")
+
+    def speakers(self):
+        """list of str, the speaker names in embedding order; ``[]`` when the run has no speakers.
+
+        Raises:
+            RunError: ``speakers.json`` exists but is not a JSON list of strings.
+        """
+        if not self.exists(self.SPEAKERS):
+            return []
+        names = self.read_json(self.SPEAKERS)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RunError(f"{self.file(self.SPEAKERS)}: expected a JSON list of speaker names")
+        return names
+
+    def decode_config(self):
+        """The run's ``DecodeConfig`` from ``decode.yaml``; greedy when there is none.
+
+        A relative ``lm`` path is resolved against the run directory.
+
+        Raises:
+            RunError: the file is not YAML; ConfigError: it is not a valid decode config.
+        """
+        if not self.exists(self.DECODE):
+            return DecodeConfig()
+        config = from_dict(DecodeConfig, self._read_yaml(self.DECODE), source=self.file(self.DECODE))
+        if config.lm is not None and not os.path.isabs(config.lm):
+            config = dataclasses.replace(config, lm=os.path.normpath(os.path.join(self.path, config.lm)))
+        return config
+
+    def save_decode_config(self, config):
+        """Atomically write a ``DecodeConfig`` to ``decode.yaml``; returns the path.
+
+        The LM path is stored relative to the run when the LM lies inside it, absolute otherwise.
+        """
+        lm = config.lm
+        if lm is not None:
+            lm = os.path.abspath(lm)
+            rel = os.path.relpath(lm, os.path.abspath(self.path))
+            lm = lm if rel == ".." or rel.startswith(".." + os.sep) else rel
+        data = to_dict(dataclasses.replace(config, lm=lm))
+        return self.write_text(self.DECODE, yaml.safe_dump(data, sort_keys=False))
