@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from speechkit.asr.beam import (BeamDecoder, DecodeConfig, add_decoder_arguments, build_decoder,
-                                decode_config_from_args, load_decode_config, pyctcdecode_labels, save_decode_config)
+from speechkit.asr.beam import (BeamDecoder, DecodeConfig, build_decoder, load_decode_config, merge_decode_options,
+                                pyctcdecode_labels, resolve_decode_config, save_decode_config)
 from speechkit.asr.lm import build_lm, read_unigrams
+from speechkit.cli.decoding import add_decoder_arguments, decode_options
 from speechkit.errors import ConfigError
 from speechkit.text import Vocabulary
 
@@ -152,21 +153,38 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def test_decode_config_from_args(tmp_path, lm_dir):
+def _resolve(args, run):
+    return resolve_decode_config(run, **decode_options(args))
+
+
+def test_command_line_options_over_decode_yaml(tmp_path, lm_dir):
     run = str(tmp_path)
-    assert decode_config_from_args(_parse([]), run) == DecodeConfig()
-    assert decode_config_from_args(_parse(["--lm", "none"]), run) == DecodeConfig()
-    config = decode_config_from_args(_parse(["--lm", lm_dir, "--alpha", "0.7"]), run)
+    assert _resolve(_parse([]), run) == DecodeConfig()
+    assert _resolve(_parse(["--lm", "none"]), run) == DecodeConfig()
+    config = _resolve(_parse(["--lm", lm_dir, "--alpha", "0.7"]), run)
     assert (config.decoder, config.lm, config.alpha, config.beta) == ("beam", lm_dir, 0.7, 1.0)
-    config = decode_config_from_args(_parse(["--hotwords", "cat, old chair", "--hotword-weight", "3"]), run)
+    config = _resolve(_parse(["--hotwords", "cat, old chair", "--hotword-weight", "3"]), run)
     assert config.decoder == "beam" and config.hotwords == ("CAT", "OLD CHAIR") and config.hotword_weight == 3.0
     save_decode_config(run, DecodeConfig(decoder="beam", lm=lm_dir, alpha=1.25, beta=0.5, beam_width=40))
-    tuned = decode_config_from_args(_parse([]), run)
+    tuned = _resolve(_parse([]), run)
     assert (tuned.decoder, tuned.lm, tuned.alpha, tuned.beta, tuned.beam_width) == ("beam", lm_dir, 1.25, 0.5, 40)
-    assert decode_config_from_args(_parse(["--beta", "2"]), run).beta == 2.0
-    no_lm = decode_config_from_args(_parse(["--decoder", "beam", "--lm", "none"]), run)
+    assert _resolve(_parse(["--beta", "2"]), run).beta == 2.0
+    no_lm = _resolve(_parse(["--decoder", "beam", "--lm", "none"]), run)
     assert (no_lm.decoder, no_lm.lm, no_lm.alpha, no_lm.beam_width) == ("beam", None, 1.25, 40)
-    greedy = decode_config_from_args(_parse(["--decoder", "greedy"]), run)
+    greedy = _resolve(_parse(["--decoder", "greedy"]), run)
     assert (greedy.decoder, greedy.lm, greedy.hotwords) == ("greedy", None, ())
     with pytest.raises(ConfigError, match="need decoder 'beam'"):
-        decode_config_from_args(_parse(["--decoder", "greedy", "--lm", lm_dir]), run)
+        _resolve(_parse(["--decoder", "greedy", "--lm", lm_dir]), run)
+
+
+def test_merge_decode_options_without_a_command_line(lm_dir):
+    tuned = DecodeConfig(decoder="beam", lm=lm_dir, alpha=1.25, beta=0.5, beam_width=40, hotwords=("cat",))
+    assert merge_decode_options(tuned) == tuned
+    assert merge_decode_options(tuned, lm=None).lm is None
+    assert merge_decode_options(DecodeConfig(), hotwords=["old chair"]).decoder == "beam"
+    greedy = merge_decode_options(tuned, decoder="greedy")
+    assert (greedy.lm, greedy.hotwords, greedy.alpha) == (None, (), 1.25)
+    with pytest.raises(ConfigError, match="unknown decoding option"):
+        merge_decode_options(tuned, beam=8)
+    with pytest.raises(ConfigError, match="beam_width"):
+        merge_decode_options(tuned, beam_width=0)

@@ -1,4 +1,4 @@
-"""KenLM language models built with the real lmplz/build_binary, and the alpha/beta grid search."""
+"""KenLM language models built with the real lmplz/build_binary, and the alpha/beta grid search (asr.tuning)."""
 
 import json
 import os
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from speechkit.asr import lm as lm_mod
-from speechkit.asr.lm import (KenLMError, build_lm, dev_log_probs, load_lm_info, perplexity, read_unigrams,
-                             tune_alpha_beta, tune_run)
-from speechkit.errors import ConfigError, TextError
+from speechkit.asr import tuning
+from speechkit.asr.lm import build_lm, load_lm_info, perplexity, read_unigrams
+from speechkit.asr.tuning import dev_log_probs, tune_alpha_beta, tune_run
+from speechkit.errors import ConfigError, KenLMError, TextError
 from speechkit.text import Vocabulary
 
 SUBJECTS = ["THE CAT", "THE DOG", "A BIRD", "THE MAN", "MY SISTER"]
@@ -264,11 +265,10 @@ def test_tune_run_caches_log_probs_and_writes_decode_yaml(tmp_path, lm_dir):
 
 
 def test_cli_tune(tmp_path, lm_dir, monkeypatch, capsys):
-    import speechkit.asr.inference as inference
     from speechkit.cli import main
 
     fake = FakeRecognizer({1600: ["T", "H", "E", " ", {"H": 0.55, "C": 0.4}, "A", "T", " ", "S", "A", "T"]})
-    monkeypatch.setattr(inference, "load_run", lambda run_dir, **kwargs: fake)
+    monkeypatch.setattr(tuning, "load_run", lambda run_dir, **kwargs: fake)
     run = tmp_path / "run"
     run.mkdir()
     manifest = _write_dev(tmp_path, [("THE CAT SAT", 1600)])

@@ -13,15 +13,17 @@ a log-softmax to its input unless the rows sum to one; log-softmax is idempotent
 probabilities, so the model's log-probs are passed through unchanged.
 """
 
-import argparse
 import dataclasses
 import logging
 import multiprocessing
 import os
 
 import numpy as np
+from pyctcdecode import build_ctcdecoder
 
-from speechkit.config import from_dict, load_yaml, save_yaml
+from speechkit.asr.decoding import greedy_decode
+from speechkit.asr.lm import lm_files, read_unigrams
+from speechkit.config import Config, save_yaml
 from speechkit.errors import ConfigError
 from speechkit.text import normalize
 
@@ -34,18 +36,18 @@ __all__ = [
     "build_decoder",
     "load_decode_config",
     "save_decode_config",
-    "add_decoder_arguments",
-    "decode_config_from_args",
+    "merge_decode_options",
+    "resolve_decode_config",
 ]
 
 logger = logging.getLogger(__name__)
 
 DECODE_YAML = "decode.yaml"
-_DECODERS = ("greedy", "beam")
+DECODERS = ("greedy", "beam")
 
 
 @dataclasses.dataclass(frozen=True)
-class DecodeConfig:
+class DecodeConfig(Config):
     """How to turn CTC log-probabilities into text.
 
     Args:
@@ -73,8 +75,8 @@ class DecodeConfig:
     token_min_logp: float = -5.0
 
     def __post_init__(self):
-        if self.decoder not in _DECODERS:
-            raise ConfigError(f"decoder must be one of {_DECODERS}, received: {self.decoder!r}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder must be one of {DECODERS}, received: {self.decoder!r}")
         if not isinstance(self.beam_width, int) or self.beam_width < 1:
             raise ConfigError(f"beam_width must be an int >= 1, received: {self.beam_width!r}")
         for name in ("alpha", "beta", "hotword_weight", "beam_prune_logp", "token_min_logp"):
@@ -135,8 +137,6 @@ class GreedyDecoder:
 
     def decode(self, log_probs):
         """Decode one utterance: float32 [frames, vocab.size] -> str."""
-        from speechkit.asr.decoding import greedy_decode
-
         return greedy_decode(_check_log_probs(log_probs, self.vocabulary), self.vocabulary)
 
     def decode_batch(self, log_probs_list, *, processes=1):
@@ -161,10 +161,6 @@ class BeamDecoder:
     """
 
     def __init__(self, config, vocabulary):
-        from pyctcdecode import build_ctcdecoder
-
-        from speechkit.asr.lm import lm_files, read_unigrams
-
         if config.decoder != "beam":
             raise ConfigError(f"BeamDecoder needs decoder 'beam', received: {config.decoder!r}")
         self.config = config
@@ -252,7 +248,7 @@ def load_decode_config(run_dir):
     path = os.path.join(run_dir, DECODE_YAML)
     if not os.path.isfile(path):
         return DecodeConfig()
-    config = from_dict(DecodeConfig, load_yaml(path), source=path)
+    config = DecodeConfig.load(path)
     if config.lm is not None and not os.path.isabs(config.lm):
         config = dataclasses.replace(config, lm=os.path.normpath(os.path.join(run_dir, config.lm)))
     return config
@@ -271,49 +267,38 @@ def save_decode_config(run_dir, config):
     return path
 
 
-# -- Command line -- #
+# -- Explicit options over the persisted ones -- #
 
 
-def add_decoder_arguments(parser):
-    """Add ``--decoder --lm --alpha --beta --beam-width --hotwords --hotword-weight`` to ``parser``.
+_OPTION_NAMES = ("decoder", "lm", "alpha", "beta", "beam_width", "hotwords", "hotword_weight")
 
-    An option left out is absent from the namespace (``argparse.SUPPRESS``), meaning "as in
-    RUN/decode.yaml, else greedy", so a tuned run decodes with its tuned settings unless told otherwise.
+
+def merge_decode_options(base, **options):
+    """Apply explicitly chosen decoding options over ``base`` (usually the run's ``decode.yaml``).
+
+    Only the options passed count as chosen. Choosing an LM directory or hotwords without a decoder
+    selects the beam search; ``lm=None`` removes ``base``'s LM (with ``decoder="beam"`` that is the
+    LM-free beam search); ``decoder="greedy"`` drops ``base``'s LM and hotwords, but an LM or
+    hotwords chosen together with it raise ConfigError.
+
+    Args:
+        base: DecodeConfig, the settings to start from.
+        **options: any of ``decoder`` (str), ``lm`` (str directory, or None for no LM), ``alpha``,
+            ``beta``, ``hotword_weight`` (float), ``beam_width`` (int) and ``hotwords`` (sequence of str).
+
+    Returns:
+        DecodeConfig.
+
+    Raises:
+        ConfigError: an unknown option, or a combination that DecodeConfig rejects.
     """
-    group = parser.add_argument_group("decoding (defaults: RUN/decode.yaml from 'speechkit lm tune', else greedy)")
-    group.add_argument("--decoder", choices=_DECODERS, default=argparse.SUPPRESS, help="greedy or beam search")
-    group.add_argument("--lm", default=argparse.SUPPRESS,
-                       help="LM directory from 'speechkit lm build' (implies --decoder beam), or 'none' for no LM")
-    group.add_argument("--alpha", type=float, default=argparse.SUPPRESS, help="LM weight")
-    group.add_argument("--beta", type=float, default=argparse.SUPPRESS, help="word insertion bonus")
-    group.add_argument("--beam-width", type=int, default=argparse.SUPPRESS, help="beams kept per frame")
-    group.add_argument("--hotwords", default=argparse.SUPPRESS,
-                       help="comma-separated words or phrases to boost (implies beam)")
-    group.add_argument("--hotword-weight", type=float, default=argparse.SUPPRESS, help="log-score bonus per hotword")
-    return parser
-
-
-def decode_config_from_args(args, run_dir):
-    """Resolve the decoding options of a command line against ``RUN/decode.yaml``.
-
-    Explicit options override the file. ``--lm DIR`` or ``--hotwords`` without ``--decoder`` select the
-    beam search; ``--lm none`` removes the file's LM (``--decoder beam --lm none`` is the LM-free beam
-    search); ``--decoder greedy`` drops the file's LM and hotwords (but not explicit ones, which then
-    raise ConfigError).
-    """
-    base = load_decode_config(run_dir)
-    changes = {}
-    for name in ("alpha", "beta", "beam_width", "hotword_weight"):
-        value = getattr(args, name, None)
-        if value is not None:
-            changes[name] = value
-    lm = getattr(args, "lm", None)
-    if lm is not None:
-        changes["lm"] = None if lm.lower() == "none" else lm
-    hotwords = getattr(args, "hotwords", None)
-    if hotwords is not None:
-        changes["hotwords"] = tuple(h.strip() for h in hotwords.split(",") if h.strip())
-    decoder = getattr(args, "decoder", None)
+    unknown = sorted(set(options) - set(_OPTION_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown decoding option(s) {unknown}; expected some of {list(_OPTION_NAMES)}")
+    changes = {k: v for k, v in options.items() if k not in ("decoder", "hotwords")}
+    if "hotwords" in options:
+        changes["hotwords"] = tuple(options["hotwords"] or ())
+    decoder = options.get("decoder")
     if decoder is None and (changes.get("lm") or changes.get("hotwords")):
         decoder = "beam"
     if decoder is not None:
@@ -321,8 +306,12 @@ def decode_config_from_args(args, run_dir):
         if decoder == "greedy":
             changes.setdefault("lm", None)
             changes.setdefault("hotwords", ())
-    fields = {**{f.name: getattr(base, f.name) for f in dataclasses.fields(DecodeConfig)}, **changes}
     try:
-        return DecodeConfig(**fields)
+        return dataclasses.replace(base, **changes)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"decoding options: {err}") from None
+
+
+def resolve_decode_config(run_dir, **options):
+    """``merge_decode_options`` over ``RUN/decode.yaml`` (greedy when the run has none)."""
+    return merge_decode_options(load_decode_config(run_dir), **options)

@@ -5,6 +5,7 @@ import shlex
 import sys
 
 from speechkit.cli import add_defaults_help
+from speechkit.cli.decoding import add_decoder_arguments, decode_options
 
 __all__ = ["register"]
 
@@ -33,7 +34,7 @@ def register(commands, groups):
                    "files longer than 30 s are recognised in overlapping windows")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--report", default=None, help="write the skipped files, by reason, to this JSON file")
-    _add_decoder_args(p)
+    add_decoder_arguments(p)
     p.set_defaults(func=_transcribe)
 
     p = add_defaults_help(commands.add_parser("eval", help="WER/CER, per-speaker WER and RTF of an ASR run on a manifest"))
@@ -42,27 +43,34 @@ def register(commands, groups):
     p.add_argument("--out", required=True, help="report folder (report.json, report.md, hypotheses.jsonl)")
     p.add_argument("--worst", type=int, default=10, help="worst utterances shown with alignments")
     p.add_argument("--batch-size", type=int, default=16)
-    _add_decoder_args(p)
+    add_decoder_arguments(p)
     p.set_defaults(func=_eval)
 
 
-# -- Decoder selection (shared by transcribe and eval) -- #
-
-def _add_decoder_args(parser):
-    from speechkit.asr.beam import add_decoder_arguments
-
-    add_decoder_arguments(parser)
+_NEED_MODEL = "give a run directory or --saved-model EXPORT"
 
 
 def _make_decoder(args, recognizer):
-    """The decoder object for ``Recognizer.transcribe`` / ``evaluate``; None means greedy.
+    """The decoder for ``Recognizer.transcribe`` / ``evaluate``; None means greedy.
 
     Options left unset fall back to ``RUN/decode.yaml`` (written by ``speechkit lm tune``), else greedy.
     """
-    from speechkit.asr.beam import build_decoder, decode_config_from_args
+    from speechkit.asr.beam import build_decoder, resolve_decode_config
 
-    config = decode_config_from_args(args, args.run)
+    config = resolve_decode_config(args.run, **decode_options(args))
     return None if config.decoder == "greedy" else build_decoder(config, recognizer.vocabulary)
+
+
+def _report_skips(args, skips):
+    for reason, items in skips.items.items():
+        for item in items:
+            print(f"speechkit: skipped ({reason}): {item['detail']}", file=sys.stderr)
+    if args.report:
+        skips.write(args.report)
+    if skips.total:
+        print(f"speechkit: {skips.total} of {len(args.audio)} file(s) skipped ({skips.summary()})", file=sys.stderr)
+        return 1
+    return 0
 
 
 # -- Handlers -- #
@@ -82,27 +90,28 @@ def _train(args):
 
 
 def _transcribe(args):
-    if args.saved_model is not None or args.run is None:
-        from speechkit.cli.export import transcribe_saved_model
-
-        return transcribe_saved_model(args)
-    from speechkit.asr.inference import load_run
     from speechkit.data.manifest import SkipReport
 
-    recognizer = load_run(args.run, batch_size=args.batch_size)
-    decoder = _make_decoder(args, recognizer)
     skips = SkipReport()
-    for path, text in recognizer.transcribe_files(args.audio, decoder=decoder, skip_report=skips):
+    if args.saved_model is not None or args.run is None:
+        from speechkit.export.serving import transcribe_saved_model
+
+        if args.saved_model is None:
+            print(f"speechkit transcribe: error: {_NEED_MODEL}", file=sys.stderr)
+            return 2
+        if args.run is not None:
+            # With --saved-model there is no run, so argparse's optional RUN positional took the first audio file.
+            args.audio = [args.run] + list(args.audio)
+        results = transcribe_saved_model(args.saved_model, args.audio, batch_size=args.batch_size,
+                                         decode_options=decode_options(args), skip_report=skips)
+    else:
+        from speechkit.asr.inference import load_run
+
+        recognizer = load_run(args.run, batch_size=args.batch_size)
+        results = recognizer.transcribe_files(args.audio, decoder=_make_decoder(args, recognizer), skip_report=skips)
+    for path, text in results:
         print(f"{path}\t{text}", flush=True)
-    for reason, items in skips.items.items():
-        for item in items:
-            print(f"speechkit: skipped ({reason}): {item['detail']}", file=sys.stderr)
-    if args.report:
-        skips.write(args.report)
-    if skips.total:
-        print(f"speechkit: {skips.total} of {len(args.audio)} file(s) skipped ({skips.summary()})", file=sys.stderr)
-        return 1
-    return 0
+    return _report_skips(args, skips)
 
 
 def _eval(args):

@@ -1,12 +1,8 @@
-"""``speechkit export asr|vocoder|check``, and the ``--saved-model`` paths of ``transcribe`` and ``vocode``."""
-
-import sys
+"""``speechkit export asr|vocoder|check``: SavedModel and TFLite export."""
 
 from speechkit.cli import add_defaults_help
 
-__all__ = ["register", "transcribe_saved_model", "vocode_saved_model"]
-
-_NEED_MODEL = "give a run directory or --saved-model EXPORT"
+__all__ = ["register"]
 
 
 def register(commands, groups):
@@ -61,7 +57,7 @@ def _export_vocoder(args):
 
 
 def _check(args):
-    from speechkit.export.asr import ExportError
+    from speechkit.errors import ExportError
     from speechkit.export.check import check_exports
 
     report = check_exports(args.export_root, manifest=args.manifest, asr_run=args.asr_run,
@@ -80,63 +76,3 @@ def _check(args):
     if not report["passed"]:
         raise ExportError("export check failed: " + "; ".join(report["failures"]))
     print(f"{args.export_root}: exports match their Keras models")
-
-
-def transcribe_saved_model(args):
-    """``speechkit transcribe --saved-model EXPORT``: transcribe files with an exported ASR model.
-
-    Decoding options fall back to ``EXPORT/decode.yaml`` (copied from the run at export time), so
-    an export decodes like its run; without a decoder the in-graph greedy transcripts are printed.
-    """
-    from speechkit import audio as audio_io
-    from speechkit.asr.beam import build_decoder, decode_config_from_args
-    from speechkit.data.manifest import SkipReport
-    from speechkit.errors import AudioError
-    from speechkit.export.asr import load_exported_asr
-
-    if args.saved_model is None:
-        print(f"speechkit transcribe: error: {_NEED_MODEL}", file=sys.stderr)
-        return 2
-    if args.run is not None:
-        # With --saved-model there is no run, so argparse's optional RUN positional took the first audio file.
-        args.audio = [args.run] + list(args.audio)
-    recognizer = load_exported_asr(args.saved_model, batch_size=args.batch_size)
-    config = decode_config_from_args(args, args.saved_model)
-    decoder = None if config.decoder == "greedy" else build_decoder(config, recognizer.vocabulary)
-    skips = SkipReport()
-    paths, audios = [], []
-    for path in args.audio:
-        try:
-            audios.append(audio_io.load(path, sample_rate=recognizer.frontend.sample_rate))
-            paths.append(path)
-        except AudioError as err:
-            skips.add("bad_audio", path, err)
-            print(f"speechkit: skipped (bad_audio): {err}", file=sys.stderr)
-    for path, text in zip(paths, recognizer.transcribe(audios, decoder=decoder) if audios else []):
-        print(f"{path}\t{text}", flush=True)
-    if getattr(args, "report", None):
-        skips.write(args.report)
-    if skips.total:
-        print(f"speechkit: {skips.total} of {len(args.audio)} file(s) skipped", file=sys.stderr)
-        return 1
-    return 0
-
-
-def vocode_saved_model(args):
-    """``speechkit vocode --saved-model EXPORT --mel-from AUDIO --out OUT``: copy synthesis with an export."""
-    import time
-
-    from speechkit import audio as audio_io
-    from speechkit.export.vocoder import load_exported_vocoder
-
-    if args.saved_model is None or args.run is not None:
-        print(f"speechkit vocode: error: {_NEED_MODEL}, not both", file=sys.stderr)
-        return 2
-    vocoder = load_exported_vocoder(args.saved_model)
-    audio = audio_io.load(args.mel_from, sample_rate=vocoder.frontend.sample_rate)
-    started = time.perf_counter()
-    out = vocoder.vocode([audio], temperature=args.temperature, seed=args.seed, speaker=args.speaker)[0]
-    elapsed = time.perf_counter() - started
-    audio_io.save(args.out, out, sample_rate=vocoder.frontend.sample_rate)
-    seconds = len(out) / vocoder.frontend.sample_rate
-    print(f"{args.out}: {seconds:.2f} s vocoded in {elapsed:.2f} s (RTF {elapsed / seconds:.2f}, SavedModel)")

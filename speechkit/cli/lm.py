@@ -1,5 +1,6 @@
 """``speechkit lm ...``: build KenLM language models and tune the beam search's LM weights."""
 
+import argparse
 import json
 
 from speechkit.cli import add_defaults_help
@@ -8,8 +9,6 @@ __all__ = ["register"]
 
 
 def register(commands, groups):
-    from speechkit.asr.lm import DEFAULT_ALPHAS, DEFAULT_BETAS
-
     lm = groups["lm"]
 
     p = add_defaults_help(lm.add_parser("build", help="build a KenLM word n-gram model (lmplz + build_binary)"))
@@ -33,8 +32,10 @@ def register(commands, groups):
     p.add_argument("run", help="trained ASR run directory")
     p.add_argument("--lm", required=True, help="LM directory from 'speechkit lm build'")
     p.add_argument("--dev", required=True, help="dev manifest (JSONL)")
-    p.add_argument("--alphas", type=float, nargs="+", default=list(DEFAULT_ALPHAS), help="LM weights to try")
-    p.add_argument("--betas", type=float, nargs="+", default=list(DEFAULT_BETAS), help="word bonuses to try")
+    p.add_argument("--alphas", type=float, nargs="+", default=argparse.SUPPRESS,
+                   help="LM weights to try (default: speechkit.asr.tuning.DEFAULT_ALPHAS, 0 to 2)")
+    p.add_argument("--betas", type=float, nargs="+", default=argparse.SUPPRESS,
+                   help="word bonuses to try (default: speechkit.asr.tuning.DEFAULT_BETAS, 0 to 3)")
     p.add_argument("--beam-width", type=int, default=64, help="beams kept per frame")
     p.add_argument("--jobs", type=int, default=1, help="decoding processes")
     p.set_defaults(func=_tune)
@@ -53,10 +54,11 @@ def _build(args):
 
 
 def _tune(args):
-    from speechkit.asr.lm import tune_run
+    from speechkit.asr.tuning import tune_run
 
-    report = tune_run(args.run, lm_dir=args.lm, manifest=args.dev, alphas=args.alphas, betas=args.betas,
-                      beam_width=args.beam_width, processes=args.jobs)
+    grids = {name: getattr(args, name) for name in ("alphas", "betas") if hasattr(args, name)}
+    report = tune_run(args.run, lm_dir=args.lm, manifest=args.dev, beam_width=args.beam_width, processes=args.jobs,
+                      **grids)
     best = report["best"]
     print("| decoder | WER | CER |\n|---|---|---|")
     print(f"| greedy | {report['greedy']['wer']:.2%} | {report['greedy']['cer']:.2%} |")

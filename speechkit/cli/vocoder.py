@@ -91,9 +91,16 @@ def _vocode(args):
         raise AudioError(f"{args.mel_from}: {seconds:.1f} s is longer than --max-seconds {args.max_seconds:g}; "
                          "cut it into shorter files or raise the limit")
     if args.saved_model is not None or args.run is None:
-        from speechkit.cli.export import vocode_saved_model
+        from speechkit.export.serving import vocode_saved_model
 
-        return vocode_saved_model(args)
+        if args.saved_model is None or args.run is not None:
+            print("speechkit vocode: error: give a run directory or --saved-model EXPORT, not both", file=sys.stderr)
+            return 2
+        result = vocode_saved_model(args.saved_model, args.mel_from, args.out, temperature=args.temperature,
+                                    seed=args.seed, speaker=args.speaker)
+        print(f"{args.out}: {result['seconds']:.2f} s vocoded in {result['elapsed']:.2f} s "
+              f"(RTF {result['elapsed'] / result['seconds']:.2f}, SavedModel)")
+        return 0
     vocoder = load_vocoder(args.run)
     audio = audio_io.load(args.mel_from, sample_rate=vocoder.frontend.sample_rate)
     started = time.perf_counter()
