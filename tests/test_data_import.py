@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from speechkit.cli import main
-from speechkit.data.manifest import Utterance, read_manifest, write_manifest, SkipReport
+from speechkit.data.manifest import SkipReport, Utterance, combine_manifests, read_manifest, write_manifest, write_transcripts
 from speechkit.errors import ManifestError
 
 
@@ -79,3 +79,15 @@ def test_combine_filters_speakers_and_hours_and_text_writes_transcripts(tmp_path
     assert [u.id for u in read_manifest(out)] == ["1", "3"]
     assert main(["data", "text", str(a), str(b), "--out", str(tmp_path / "t.txt")]) == 0
     assert (tmp_path / "t.txt").read_text() == "ONE\nTWO\nTHREE\nFOUR\n"
+
+
+def test_combine_manifests_keeps_order_and_stops_at_the_cap(tmp_path):
+    a = tmp_path / "a.jsonl"
+    write_manifest(a, [Utterance(str(i), f"/x/{i}.flac", 10.0, "WORD", f"s{i % 2}") for i in range(6)])
+    out = str(tmp_path / "out.jsonl")
+    assert [u.id for u in combine_manifests([a], out)] == ["0", "1", "2", "3", "4", "5"]
+    kept = combine_manifests([a, a], out, speakers={"s1"}, max_hours=35 / 3600)
+    assert [u.id for u in kept] == ["1", "3", "5"]
+    assert read_manifest(out) == kept
+    assert combine_manifests([a], out, max_hours=5 / 3600) == [] and read_manifest(out) == []
+    assert write_transcripts([a], str(tmp_path / "t.txt")) == 6

@@ -72,25 +72,14 @@ def _synth_mini(args):
 
 
 def _combine(args):
-    from speechkit.data.manifest import read_manifest, write_manifest
+    from speechkit.data.manifest import combine_manifests
 
-    keep = set(args.speakers.split(",")) if args.speakers else None
-    limit = float("inf") if args.max_hours is None else args.max_hours * 3600
-    candidates = [u for path in args.manifests for u in read_manifest(path) if keep is None or u.speaker in keep]
-    utterances, seconds = [], 0.0
-    for utt in candidates:
-        if seconds + utt.duration > limit:
-            break
-        utterances.append(utt)
-        seconds += utt.duration
-    write_manifest(args.out, utterances)
-    print(f"{args.out}: {len(utterances)} utterances, {seconds / 3600:.2f} h")
+    speakers = args.speakers.split(",") if args.speakers else None
+    utterances = combine_manifests(args.manifests, args.out, speakers=speakers, max_hours=args.max_hours)
+    print(f"{args.out}: {len(utterances)} utterances, {sum(u.duration for u in utterances) / 3600:.2f} h")
 
 
 def _text(args):
-    from speechkit.config import atomic_write_text
-    from speechkit.data.manifest import read_manifest
+    from speechkit.data.manifest import write_transcripts
 
-    lines = [utt.text for path in args.manifests for utt in read_manifest(path)]
-    atomic_write_text(args.out, "".join(line + "\n" for line in lines))
-    print(f"{args.out}: {len(lines)} lines")
+    print(f"{args.out}: {write_transcripts(args.manifests, args.out)} lines")

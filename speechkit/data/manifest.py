@@ -13,7 +13,7 @@ import os
 from speechkit.config import atomic_write_text
 from speechkit.errors import ManifestError
 
-__all__ = ["Utterance", "SkipReport", "read_manifest", "write_manifest"]
+__all__ = ["Utterance", "SkipReport", "read_manifest", "write_manifest", "combine_manifests", "write_transcripts"]
 
 REQUIRED_FIELDS = ("id", "audio", "duration", "text", "speaker")
 
@@ -122,3 +122,51 @@ def write_manifest(path, utterances):
         lines.append(json.dumps(entry, ensure_ascii=False))
     os.makedirs(base, exist_ok=True)
     atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def combine_manifests(paths, out, *, speakers=None, max_hours=None):
+    """Concatenate manifests into ``out``, optionally keeping some speakers and at most some hours.
+
+    Utterances keep their input order (the manifests in turn, each in file order); with
+    ``max_hours`` the output is the longest prefix of the kept utterances within that much audio,
+    so a smaller training set is always a prefix of a larger one.
+
+    Args:
+        paths: sequence of str, input JSONL manifests.
+        out: str, the manifest to write (atomically).
+        speakers: optional collection of str speaker ids to keep; None keeps all.
+        max_hours: optional float > 0, the audio cap in hours.
+
+    Returns:
+        list of Utterance, what was written.
+
+    Raises:
+        ManifestError: an input manifest is missing or has a bad line.
+    """
+    keep = None if speakers is None else {str(s) for s in speakers}
+    limit = float("inf") if max_hours is None else float(max_hours) * 3600.0
+    utterances, seconds = [], 0.0
+    for utt in (u for path in paths for u in read_manifest(path)):
+        if keep is not None and utt.speaker not in keep:
+            continue
+        if seconds + utt.duration > limit:
+            break
+        utterances.append(utt)
+        seconds += utt.duration
+    write_manifest(out, utterances)
+    return utterances
+
+
+def write_transcripts(paths, out):
+    """Write the transcripts of manifests to ``out``, one per line, in order (text for an LM).
+
+    Args:
+        paths: sequence of str, input JSONL manifests.
+        out: str, the text file to write (atomically).
+
+    Returns:
+        int, the number of lines written.
+    """
+    lines = [utt.text for path in paths for utt in read_manifest(path)]
+    atomic_write_text(out, "".join(line + "\n" for line in lines))
+    return len(lines)
