@@ -236,3 +236,15 @@ def test_missing_engine_names_the_install_command(books, tmp_path, monkeypatch):
     with pytest.raises(SpeechkitError, match="apt-get install espeak-ng flite"):
         mini.synth_mini(str(tmp_path / "out"), books_dir=books, **_TINY)
     assert not (tmp_path / "out").exists()
+
+
+def test_trim_silence_keeps_the_speech_and_a_margin():
+    rate = 16000
+    tone = 0.5 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate).astype(np.float32)
+    audio = np.concatenate([np.zeros(rate // 2, np.float32), tone, np.zeros(rate // 2, np.float32)])
+    trimmed = mini._trim_silence(audio, margin=0.15)
+    # 0.15 s on each side of the 1 s tone, to within one 10 ms frame.
+    assert abs(len(trimmed) - int(1.3 * rate)) <= rate // 100
+    assert np.flatnonzero(trimmed)[0] == pytest.approx(0.15 * rate, abs=rate // 100)
+    assert mini._trim_silence(np.zeros(rate, np.float32)).size == 0
+    assert mini._trim_silence(np.full(rate, 1e-6, np.float32)).size == 0

@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import time
 
+import librosa
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
@@ -39,6 +40,7 @@ from tqdm import tqdm
 from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.data.books import DEFAULT_BOOKS_DIR, BookText, extract_sentences
+from speechkit.data.librispeech import import_librispeech
 from speechkit.errors import AudioError, SpeechkitError, SynthesisError
 
 __all__ = [
@@ -47,7 +49,6 @@ __all__ = [
     "ESPEAK_VARIANTS",
     "FLITE_VOICES",
     "SPLITS",
-    "SynthesisError",
     "Speaker",
     "PlannedUtterance",
     "MiniPlan",
@@ -336,19 +337,16 @@ def _trim_silence(audio, *, margin=0.15, floor_db=-45.0):
     """Cut leading and trailing silence down to ``margin`` seconds.
 
     Both engines pad their output with up to half a second of silence; keeping all of it would spend
-    downstream training time on nothing. Frames of 10 ms quieter than ``floor_db`` below the loudest
-    frame count as silence.
+    downstream training time on nothing. ``librosa.effects.trim`` finds the first and last 10 ms
+    frames within ``-floor_db`` dB of the loudest one; audio that never rises above 1e-5 is all
+    silence and comes back empty.
     """
-    hop = _SAMPLE_RATE // 100
-    frames = len(audio) // hop
-    if frames == 0:
-        return audio
-    energy = np.sqrt(np.mean(audio[:frames * hop].reshape(frames, hop) ** 2, axis=1))
-    loud = np.flatnonzero(energy > max(energy.max() * 10 ** (floor_db / 20), 1e-5))
-    if loud.size == 0:
+    if audio.size == 0 or float(np.max(np.abs(audio))) < 1e-5:
         return audio[:0]
+    hop = _SAMPLE_RATE // 100
+    _, (start, end) = librosa.effects.trim(audio, top_db=-floor_db, ref=np.max, frame_length=hop, hop_length=hop)
     pad = int(margin * _SAMPLE_RATE)
-    return audio[max(0, loud[0] * hop - pad):min(len(audio), (loud[-1] + 1) * hop + pad)]
+    return audio[max(0, start - pad):min(len(audio), end + pad)]
 
 
 def _synthesize(task):
@@ -646,8 +644,6 @@ def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0,
         logger.info("%s: %d utterances, %d speakers, %.1f min (mean %.2f s)", split, len(seconds),
                     summary["splits"][split]["speakers"], sum(seconds) / 60, summary["splits"][split]["mean_seconds"])
     if manifests:
-        from speechkit.data.librispeech import import_librispeech
-
         for split in SPLITS:
             _, report = import_librispeech(os.path.join(out_dir, split), os.path.join(out_dir, f"{split}.jsonl"))
             if report.total:
