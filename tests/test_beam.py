@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from speechkit.asr.beam import (BeamDecoder, DecodeConfig, build_decoder, load_decode_config, merge_decode_options,
-                                pyctcdecode_labels, resolve_decode_config, save_decode_config)
+                                pyctcdecode_labels, save_decode_config)
 from speechkit.asr.lm import build_lm, read_unigrams
 from speechkit.cli.decoding import add_decoder_arguments, decode_options
 from speechkit.errors import ConfigError
@@ -154,7 +154,7 @@ def _parse(argv):
 
 
 def _resolve(args, run):
-    return resolve_decode_config(run, **decode_options(args))
+    return merge_decode_options(load_decode_config(run), **decode_options(args))
 
 
 def test_command_line_options_over_decode_yaml(tmp_path, lm_dir):

@@ -37,7 +37,6 @@ __all__ = [
     "load_decode_config",
     "save_decode_config",
     "merge_decode_options",
-    "resolve_decode_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -310,8 +309,3 @@ def merge_decode_options(base, **options):
         return dataclasses.replace(base, **changes)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"decoding options: {err}") from None
-
-
-def resolve_decode_config(run_dir, **options):
-    """``merge_decode_options`` over ``RUN/decode.yaml`` (greedy when the run has none)."""
-    return merge_decode_options(load_decode_config(run_dir), **options)

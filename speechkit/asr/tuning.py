@@ -3,7 +3,7 @@
 ``alpha`` and ``beta`` depend on the acoustic model as much as on the LM (a sharper model needs a
 lighter LM), so they are tuned per run: the run's model computes the dev log-probabilities once
 (cached in ``RUN/dev_logprobs.npz``), then a grid search re-decodes them at each point with the LM
-loaded once. The winners go to ``RUN/decode.yaml``, which ``speechkit.asr.beam.load_decode_config``
+loaded once. The winners go to ``RUN/decode.yaml``, which ``speechkit.runs.RunDir.decode_config``
 reads back, and the whole grid to ``RUN/decode_tuning.json``.
 """
 
@@ -16,13 +16,14 @@ import numpy as np
 from tqdm import tqdm
 
 from speechkit import audio as audio_io
-from speechkit.asr.beam import BeamDecoder, DecodeConfig, build_decoder, save_decode_config
+from speechkit.asr.beam import BeamDecoder, DecodeConfig, build_decoder
 from speechkit.asr.inference import load_run
 from speechkit.asr.lm import lm_files
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import read_manifest
 from speechkit.errors import ConfigError
 from speechkit.metrics import cer, wer
+from speechkit.runs import RunDir
 
 __all__ = ["DEFAULT_ALPHAS", "DEFAULT_BETAS", "tune_alpha_beta", "dev_log_probs", "tune_run"]
 
@@ -188,7 +189,7 @@ def tune_run(run_dir, *, lm_dir, manifest, alphas=DEFAULT_ALPHAS, betas=DEFAULT_
                        best["wer"], greedy_wer)
     config = DecodeConfig(decoder="beam", lm=os.path.abspath(lm_dir), beam_width=beam_width,
                           alpha=best["alpha"], beta=best["beta"])
-    decode_yaml = save_decode_config(run_dir, config)
+    decode_yaml = RunDir(run_dir).save_decode_config(config)
     report = {
         "manifest": os.path.abspath(manifest),
         "utterances": len(utterances),

@@ -55,9 +55,10 @@ def _make_decoder(args, recognizer):
 
     Options left unset fall back to ``RUN/decode.yaml`` (written by ``speechkit lm tune``), else greedy.
     """
-    from speechkit.asr.beam import build_decoder, resolve_decode_config
+    from speechkit.asr.beam import build_decoder, merge_decode_options
+    from speechkit.runs import RunDir
 
-    config = resolve_decode_config(args.run, **decode_options(args))
+    config = merge_decode_options(RunDir(args.run).decode_config(), **decode_options(args))
     return None if config.decoder == "greedy" else build_decoder(config, recognizer.vocabulary)
 
 

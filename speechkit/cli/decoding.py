@@ -27,7 +27,7 @@ def add_decoder_arguments(parser):
 
 
 def decode_options(args):
-    """The decoding options given on the command line, as keywords for ``speechkit.asr.beam.resolve_decode_config``.
+    """The decoding options given on the command line, as keywords for ``speechkit.asr.beam.merge_decode_options``.
 
     ``--lm none`` becomes ``lm=None`` (no LM) and ``--hotwords`` is split at commas; options left
     out are left out.

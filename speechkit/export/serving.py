@@ -9,7 +9,7 @@ import logging
 import time
 
 from speechkit import audio as audio_io
-from speechkit.asr.beam import build_decoder, resolve_decode_config
+from speechkit.asr.beam import build_decoder, load_decode_config, merge_decode_options
 from speechkit.data.manifest import SkipReport
 from speechkit.errors import AudioError
 from speechkit.export.asr import load_exported_asr
@@ -32,7 +32,7 @@ def transcribe_saved_model(export_dir, paths, *, batch_size=16, decode_options=N
         paths: iterable of str, audio files in any libsndfile format and rate (resampled to the model's).
         batch_size: int > 0, utterances per call of the SavedModel.
         decode_options: optional dict of decoding options chosen explicitly, applied over
-            ``EXPORT/decode.yaml`` by ``speechkit.asr.beam.resolve_decode_config``. Greedy decoding
+            ``EXPORT/decode.yaml`` by ``speechkit.asr.beam.merge_decode_options``. Greedy decoding
             uses the in-graph transcripts; a beam search decodes the exported log-probabilities.
         skip_report: optional ``SkipReport`` that receives the skipped files.
 
@@ -44,7 +44,7 @@ def transcribe_saved_model(export_dir, paths, *, batch_size=16, decode_options=N
         ConfigError: the decoding options are invalid.
     """
     recognizer = load_exported_asr(export_dir, batch_size=batch_size)
-    config = resolve_decode_config(export_dir, **(decode_options or {}))
+    config = merge_decode_options(load_decode_config(export_dir), **(decode_options or {}))
     decoder = None if config.decoder == "greedy" else build_decoder(config, recognizer.vocabulary)
     skips = skip_report if skip_report is not None else SkipReport()
     group = []
