@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "speechkit.cli.vocoder",
     "speechkit.cli.export",
     "speechkit.cli.report",
+    "speechkit.cli.score",
 )
 _GROUPS = {
     "data": "prepare corpora and manifests",
