@@ -13,10 +13,11 @@ import numpy as np
 import soundfile as sf
 
 from speechkit.asr.deepspeech2 import DeepSpeech2Config
-from speechkit.asr.train import OptimizerConfig, TrainConfig
+from speechkit.asr.train import TrainConfig
 from speechkit.config import save_yaml
 from speechkit.data.manifest import Utterance, write_manifest
 from speechkit.frontend import FrontendConfig
+from speechkit.training import OptimizerConfig
 
 __all__ = ["TEXTS", "tiny_config", "write_corpus", "write_preset", "speechkit_command", "subprocess_env", "run_python",
            "rss_mb", "weights"]

@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 
 from speechkit import audio as audio_io
-from speechkit.asr import train as train_module
 from speechkit.asr.ctc import CTCTrainer
 from speechkit.asr.deepspeech2 import DeepSpeech2Config, SpecAugmentConfig
-from speechkit.asr.train import (OptimizerConfig, TrainConfig, WarmupDecay, load_train_config, select_utterances,
-                                 train)
+from speechkit.asr.train import TrainConfig, load_train_config, select_utterances, train
 from speechkit.data.manifest import Utterance, write_manifest
-from speechkit.errors import ConfigError
+from speechkit.errors import ConfigError, RunError
 from speechkit.frontend import FrontendConfig
 from speechkit.text import Vocabulary
+from speechkit.training import OptimizerConfig, Progress, WarmupDecay
 
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
 SENTENCES = ["GOOD MORNING", "THE CAT SAT", "OPEN THE DOOR", "YES PLEASE", "RED AND BLUE", "HOW ARE YOU"]
@@ -130,15 +129,15 @@ def test_resume_after_crash_continues_exactly(corpus, tmp_path, monkeypatch):
     full = train(config, train_manifest=manifest, dev_manifest=manifest, out_dir=str(tmp_path / "full"), verbose=0)
     assert full["stopped"] == "epochs" and full["step"] == 6
 
-    original = train_module._TrainState.on_train_batch_end
+    original = Progress.on_train_batch_end
 
     def crash_at_step_5(self, batch, logs=None):
         original(self, batch, logs)
-        if self.step == 5:
+        if self.state.step == 5:
             raise _Crash("simulated kill")
 
     run = str(tmp_path / "run")
-    monkeypatch.setattr(train_module._TrainState, "on_train_batch_end", crash_at_step_5)
+    monkeypatch.setattr(Progress, "on_train_batch_end", crash_at_step_5)
     with pytest.raises(_Crash):
         train(config, train_manifest=manifest, dev_manifest=manifest, out_dir=run, verbose=0)
     monkeypatch.undo()
@@ -156,15 +155,16 @@ def test_resume_after_crash_continues_exactly(corpus, tmp_path, monkeypatch):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-7, err_msg=key)
     assert resumed["best_dev_wer"] == pytest.approx(full["best_dev_wer"])
 
-    for name in ("config.yaml", "frontend.yaml", "vocabulary.json", "train_log.csv", "model.keras", "command.txt",
-                 "DONE", "train_skipped.json"):
+    for name in ("config.yaml", "vocabulary.json", "train_log.csv", "model.keras", "command.txt", "DONE",
+                 "train_summary.json", "skipped.json", "batches.jsonl", "tensorboard"):
         assert os.path.exists(os.path.join(run, name)), name
     assert len(open(os.path.join(run, "command.txt")).read().splitlines()) == 2
     rows = open(os.path.join(run, "train_log.csv")).read().splitlines()
     assert rows[0].split(",") == ["epoch", "learning_rate", "loss", "step", "val_cer", "val_wer"]
     assert [r.split(",")[3] for r in rows[1:]] == ["3", "6"]
 
-    with pytest.raises(ConfigError, match="different config"):
+    assert not os.path.exists(os.path.join(run, "frontend.yaml"))
+    with pytest.raises(RunError, match="different config: batch_size: 2 != 3"):
         train(_tiny(batch_size=3), train_manifest=manifest, out_dir=run, verbose=0)
 
 
@@ -173,7 +173,7 @@ def test_time_budget_stops_cleanly_and_saves(corpus, tmp_path):
     run = str(tmp_path / "run")
     summary = train(_tiny(epochs=50, batch_size=1), train_manifest=manifest, out_dir=run, time_budget=0.001, verbose=0)
     assert summary["stopped"] == "time_budget" and 1 <= summary["step"] < 300
-    assert json.load(open(os.path.join(run, "DONE")))["reason"] == "time_budget"
+    assert json.load(open(os.path.join(run, "DONE")))["stopped"] == "time_budget"
     state = json.load(open(os.path.join(run, "backup", "state.json")))
     assert state["step"] == summary["step"] and os.path.exists(os.path.join(run, "model.keras"))
 
@@ -204,7 +204,7 @@ def test_tiny_model_overfits_five_utterances(corpus):
     keras.utils.set_random_seed(0)
     network = build_deepspeech2(DeepSpeech2Config(conv_filters=(8,), conv_kernels=((5, 9),), conv_strides=((2, 2),),
                                                   rnn_layers=2, rnn_units=48, bn_momentum=0.8),
-                                num_features=frontend.num_features)
+                                frontend=frontend)
     trainer = CTCTrainer(network)
     trainer.compile(optimizer=keras.optimizers.Adam(5e-3), jit_compile=False)
     trainer.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=120, epochs=1, verbose=0,
