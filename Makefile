@@ -36,5 +36,8 @@ demo: install
 bench: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash benchmarks/run_all.sh
 
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
 clean:
 	rm -rf $(VENV) build *.egg-info

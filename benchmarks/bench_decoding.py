@@ -24,8 +24,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 
 def _revision():
     try:

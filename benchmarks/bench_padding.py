@@ -11,7 +11,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _row import row  # noqa: E402
-
 from speechkit.data import pipeline  # noqa: E402
 from speechkit.data.manifest import read_manifest  # noqa: E402
 from speechkit.frontend import FrontendConfig  # noqa: E402
@@ -26,11 +25,12 @@ def main():
     utts = read_manifest(args.manifest)
     durations = [u.duration for u in utts]
     frames = pipeline.frame_counts(utts, FrontendConfig())
-    sortagrad = pipeline.padding_efficiency(frames, pipeline.plan_batches(durations, batch_size=args.batch_size, epoch=0))
-    bucketed = np.mean([pipeline.padding_efficiency(frames, pipeline.plan_batches(durations, batch_size=args.batch_size, epoch=e))
-                        for e in range(1, args.epochs + 1)])
-    naive = np.mean([pipeline.padding_efficiency(frames, pipeline.naive_batches(len(utts), batch_size=args.batch_size, epoch=e))
-                     for e in range(1, args.epochs + 1)])
+    batch_size, epochs = args.batch_size, range(1, args.epochs + 1)
+    sortagrad = pipeline.padding_efficiency(frames, pipeline.plan_batches(durations, batch_size=batch_size, epoch=0))
+    bucketed = np.mean([pipeline.padding_efficiency(frames, pipeline.plan_batches(durations, batch_size=batch_size,
+                                                                                  epoch=e)) for e in epochs])
+    naive = np.mean([pipeline.padding_efficiency(frames, pipeline.naive_batches(len(utts), batch_size=batch_size,
+                                                                                epoch=e)) for e in epochs])
     print(row(f"{len(utts)} utts, batch {args.batch_size}: SortaGrad epoch {sortagrad:.1%}, "
               f"bucketed {bucketed:.1%}, naive {naive:.1%}"))
 

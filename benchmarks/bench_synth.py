@@ -16,7 +16,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _row import row  # noqa: E402
-
 from speechkit.data.mini import synth_mini  # noqa: E402
 
 
@@ -29,7 +28,8 @@ def main():
     parser.add_argument("--dev-minutes", type=float, default=10.0)
     parser.add_argument("--test-minutes", type=float, default=10.0)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     out = args.out or tempfile.mkdtemp(prefix="bench-synth-")
     try:
         started = time.time()
@@ -40,10 +40,10 @@ def main():
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)
     run = summary["last_run"]
-    splits = ", ".join(f"{name} {s['hours']:.3f} h ({s['utterances']} utts, {s['speakers']} spk, mean {s['mean_seconds']:.2f} s)"
-                       for name, s in summary["splits"].items())
-    print(row(f"wall {wall:.0f} s, CPU {run['cpu_seconds']:.0f} s, jobs {run['jobs']}, synthesised {run['synthesized']} "
-              f"(reused {run['existing']}, failed {run['failed']}); {splits}"))
+    splits = ", ".join(f"{name} {s['hours']:.3f} h ({s['utterances']} utts, {s['speakers']} spk, "
+                       f"mean {s['mean_seconds']:.2f} s)" for name, s in summary["splits"].items())
+    print(row(f"wall {wall:.0f} s, CPU {run['cpu_seconds']:.0f} s, jobs {run['jobs']}, "
+              f"synthesised {run['synthesized']} (reused {run['existing']}, failed {run['failed']}); {splits}"))
 
 
 if __name__ == "__main__":

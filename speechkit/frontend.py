@@ -72,10 +72,12 @@ class FrontendConfig(Config):
         for name in ("window_ms", "hop_ms", "mel_window_ms"):
             samples = getattr(self, name) * self.sample_rate / 1000
             if samples <= 0 or abs(samples - round(samples)) > 1e-9:
-                raise ConfigError(f"{name} must be a positive whole number of samples, received: {getattr(self, name)} ms")
+                raise ConfigError(
+                    f"{name} must be a positive whole number of samples, received: {getattr(self, name)} ms")
         if self.mel_fft_length < self.mel_frame_length:
             raise ConfigError(
-                f"mel_fft_length must be >= the mel window ({self.mel_frame_length} samples), received: {self.mel_fft_length}")
+                f"mel_fft_length must be >= the mel window ({self.mel_frame_length} samples), "
+                f"received: {self.mel_fft_length}")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
             raise ConfigError(f"need 0 <= fmin < fmax <= sample_rate/2, received: fmin={self.fmin}, fmax={self.fmax}")
         if self.kind not in _FEATURE_KINDS:

@@ -79,7 +79,8 @@ class Vocabulary:
         try:
             return [self._index[ch] for ch in text]
         except KeyError as err:
-            raise TextError(f"character {err.args[0]!r} is not in the vocabulary; normalise the text first: {text!r}") from None
+            raise TextError(
+                f"character {err.args[0]!r} is not in the vocabulary; normalise the text first: {text!r}") from None
 
     def decode(self, indices):
         """Map class indices back to text; blanks (0) and out-of-range indices are skipped."""

@@ -5,7 +5,8 @@ import pytest
 import soundfile as sf
 
 from speechkit.cli import main
-from speechkit.data.manifest import SkipReport, Utterance, combine_manifests, read_manifest, write_manifest, write_transcripts
+from speechkit.data.manifest import (SkipReport, Utterance, combine_manifests, read_manifest, write_manifest,
+                                     write_transcripts)
 from speechkit.errors import ManifestError
 
 
@@ -73,9 +74,11 @@ def test_manifest_round_trip_and_bad_lines(tmp_path):
 def test_combine_filters_speakers_and_hours_and_text_writes_transcripts(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     write_manifest(a, [Utterance("1", "/x/1.flac", 10.0, "ONE", "s1"), Utterance("2", "/x/2.flac", 10.0, "TWO", "s2")])
-    write_manifest(b, [Utterance("3", "/x/3.flac", 10.0, "THREE", "s1"), Utterance("4", "/x/4.flac", 10.0, "FOUR", "s1")])
+    write_manifest(b, [Utterance("3", "/x/3.flac", 10.0, "THREE", "s1"),
+                       Utterance("4", "/x/4.flac", 10.0, "FOUR", "s1")])
     out = tmp_path / "c.jsonl"
-    assert main(["data", "combine", str(a), str(b), "--out", str(out), "--speakers", "s1", "--max-hours", str(25 / 3600)]) == 0
+    assert main(["data", "combine", str(a), str(b), "--out", str(out), "--speakers", "s1",
+                 "--max-hours", str(25 / 3600)]) == 0
     assert [u.id for u in read_manifest(out)] == ["1", "3"]
     assert main(["data", "text", str(a), str(b), "--out", str(tmp_path / "t.txt")]) == 0
     assert (tmp_path / "t.txt").read_text() == "ONE\nTWO\nTHREE\nFOUR\n"

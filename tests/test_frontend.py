@@ -95,7 +95,8 @@ def test_mu_law_known_values():
     assert list(fe.mu_law_encode(x).numpy()[:3]) == [0, 128, 255]
 
 
-@pytest.mark.parametrize("field,value", [("hop_ms", 10.03), ("kind", "mfcc"), ("fmax", 9000.0), ("mel_fft_length", 512)])
+@pytest.mark.parametrize("field,value", [("hop_ms", 10.03), ("kind", "mfcc"), ("fmax", 9000.0),
+                                         ("mel_fft_length", 512)])
 def test_config_rejects_bad_values(field, value):
     with pytest.raises(ConfigError, match=field if field != "mel_fft_length" else "mel_fft_length"):
         fe.FrontendConfig(**{field: value})

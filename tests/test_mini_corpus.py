@@ -56,7 +56,8 @@ def _mtimes(root):
 
 
 def test_split_sentences_keeps_abbreviations_and_quotes():
-    text = "\u201cIs it Mr. Knightley?\u201d she asked. He nodded. J. Smith came at last! Did he? Yes, said I. Then we left."
+    text = ("\u201cIs it Mr. Knightley?\u201d she asked. He nodded. J. Smith came at last! Did he? Yes, said I. "
+            "Then we left.")
     assert book_text.split_sentences(text) == [
         "\u201cIs it Mr. Knightley?\u201d she asked.", "He nodded.", "J. Smith came at last!", "Did he?",
         "Yes, said I.", "Then we left."]
@@ -66,16 +67,18 @@ def test_extract_sentences_drops_boilerplate(tmp_path):
     book = ("The Project Gutenberg eBook of Something, by Nobody\r\n\r\nTitle: Something\r\n\r\n"
             "*** START OF THE PROJECT GUTENBERG EBOOK SOMETHING ***\r\n\r\nSOMETHING\r\n\r\nBy A. Nobody\r\n\r\n"
             "CHAPTER I.\r\n\r\nThe old house stood on the hill. Mr. Brown lived there\r\nwith his three dogs.\r\n"
-            "It cost 300 pounds. Henry VIII never saw it.\r\n\r\nChapter 2\r\n\r\nShe smiled. Rain fell on the quiet town "
-            "and the dogs slept.\r\n\r\n*** END OF THE PROJECT GUTENBERG EBOOK SOMETHING ***\r\n\r\nThe Project Gutenberg "
+            "It cost 300 pounds. Henry VIII never saw it.\r\n\r\nChapter 2\r\n\r\n"
+            "She smiled. Rain fell on the quiet town and the dogs slept.\r\n\r\n"
+            "*** END OF THE PROJECT GUTENBERG EBOOK SOMETHING ***\r\n\r\nThe Project Gutenberg "
             "license says many things about this eBook.\r\n")
     (tmp_path / "b.txt").write_bytes(book.encode("utf-8"))
     (tmp_path / "a.txt").write_text("We walked home. We walked home. It was late at night.\n", encoding="utf-8")
     text = book_text.extract_sentences(str(tmp_path), min_words=3, max_words=20)
     assert text.books == ("a.txt", "b.txt")
-    assert text.sentences == ("WE WALKED HOME", "WE WALKED HOME", "IT WAS LATE AT NIGHT", "THE OLD HOUSE STOOD ON THE HILL",
-                              "MISTER BROWN LIVED THERE WITH HIS THREE DOGS", "IT COST POUNDS", "HENRY VIII NEVER SAW IT",
-                              "SHE SMILED", "RAIN FELL ON THE QUIET TOWN AND THE DOGS SLEPT")
+    assert text.sentences == ("WE WALKED HOME", "WE WALKED HOME", "IT WAS LATE AT NIGHT",
+                              "THE OLD HOUSE STOOD ON THE HILL", "MISTER BROWN LIVED THERE WITH HIS THREE DOGS",
+                              "IT COST POUNDS", "HENRY VIII NEVER SAW IT", "SHE SMILED",
+                              "RAIN FELL ON THE QUIET TOWN AND THE DOGS SLEPT")
     assert text.eligible == (("WE WALKED HOME", 1), ("IT WAS LATE AT NIGHT", 1), ("THE OLD HOUSE STOOD ON THE HILL", 2),
                              ("MISTER BROWN LIVED THERE WITH HIS THREE DOGS", 2),
                              ("RAIN FELL ON THE QUIET TOWN AND THE DOGS SLEPT", 2))
@@ -146,7 +149,8 @@ def test_dev_and_test_are_unseen_speakers_and_sentences(corpus):
 def test_speakers_tsv_describes_every_speaker(corpus):
     lines = (corpus / "speakers.tsv").read_text().splitlines()
     header = lines[0].split("\t")
-    assert header == ["speaker", "split", "engine", "voice", "variant", "rate", "pitch", "gender", "utterances", "seconds"]
+    assert header == ["speaker", "split", "engine", "voice", "variant", "rate", "pitch", "gender", "utterances",
+                      "seconds"]
     rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
     assert len(rows) == 12
     transcripts = _transcripts(corpus)
@@ -210,8 +214,8 @@ def _fake_engines(folder, fail_text, log):
     for engine in ("espeak-ng", "flite"):
         real = shutil.which(engine)
         script = folder / engine
-        script.write_text(f'#!/bin/sh\ncase "$*" in *"{fail_text}"*) echo try >> "{log}"; echo "no voice" >&2; exit 3;; esac\n'
-                          f'exec "{real}" "$@"\n')
+        script.write_text(f'#!/bin/sh\ncase "$*" in *"{fail_text}"*) echo try >> "{log}"; '
+                          f'echo "no voice" >&2; exit 3;; esac\nexec "{real}" "$@"\n')
         script.chmod(0o755)
 
 

@@ -176,7 +176,8 @@ def test_transcribe_names_file_and_reason(transcribed, files, case):
     assert files[case] not in out
     line = next(line for line in err.splitlines() if line.startswith(f"speechkit: skipped (bad_audio): {files[case]}:"))
     assert re.search(pattern, line), line
-    assert any(item["item"] == files[case] and re.search(pattern, item["detail"]) for item in report["items"]["bad_audio"])
+    assert any(item["item"] == files[case] and re.search(pattern, item["detail"])
+               for item in report["items"]["bad_audio"])
 
 
 @pytest.mark.parametrize("case", ACCEPTED)

@@ -37,7 +37,8 @@ def register(commands, groups):
     add_decoder_arguments(p)
     p.set_defaults(func=_transcribe)
 
-    p = add_defaults_help(commands.add_parser("eval", help="WER/CER, per-speaker WER and RTF of an ASR run on a manifest"))
+    p = add_defaults_help(commands.add_parser(
+        "eval", help="WER/CER, per-speaker WER and RTF of an ASR run on a manifest"))
     p.add_argument("run", help="run directory (holds model.keras)")
     p.add_argument("--manifest", required=True, help="JSONL manifest to score")
     p.add_argument("--out", required=True, help="report folder (report.json, report.md, hypotheses.jsonl)")

@@ -12,17 +12,20 @@ _REPO_BOOKS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"
 def register(commands, groups):
     data = groups["data"]
 
-    p = add_defaults_help(data.add_parser("import-librispeech", help="write a JSONL manifest for a LibriSpeech-layout tree"))
+    p = add_defaults_help(data.add_parser(
+        "import-librispeech", help="write a JSONL manifest for a LibriSpeech-layout tree"))
     p.add_argument("root", help="folder holding <speaker>/<chapter>/*.flac and *.trans.txt")
     p.add_argument("--out", required=True, help="manifest to write (JSONL)")
     p.add_argument("--report", default=None, help="skip report (JSON); default <out>.report.json")
     p.add_argument("--min-duration", type=float, default=0.1, help="seconds")
     p.add_argument("--max-duration", type=float, default=35.0, help="seconds")
     p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="read only each file's header instead of decoding it (faster; corrupt audio then fails in training)")
+                   help="read only each file's header instead of decoding it "
+                   "(faster; corrupt audio then fails in training)")
     p.set_defaults(func=_import_librispeech)
 
-    p = add_defaults_help(data.add_parser("synth-mini", help="synthesise the embedded mini corpus with espeak-ng and flite"))
+    p = add_defaults_help(data.add_parser(
+        "synth-mini", help="synthesise the embedded mini corpus with espeak-ng and flite"))
     p.add_argument("--out", required=True, help="output folder (LibriSpeech layout: train/, dev/, test/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--books", default=os.path.normpath(_REPO_BOOKS), help="folder of *.txt books")
@@ -36,7 +39,8 @@ def register(commands, groups):
     p.add_argument("--max-words", type=int, default=20, help="longest sentence kept, in words")
     p.set_defaults(func=_synth_mini)
 
-    p = add_defaults_help(data.add_parser("combine", help="concatenate manifests, optionally keeping some speakers or hours"))
+    p = add_defaults_help(data.add_parser(
+        "combine", help="concatenate manifests, optionally keeping some speakers or hours"))
     p.add_argument("manifests", nargs="+", help="input JSONL manifests")
     p.add_argument("--out", required=True, help="manifest to write")
     p.add_argument("--speakers", default=None, help="comma-separated speaker ids to keep (default: all)")
@@ -55,7 +59,8 @@ def _import_librispeech(args):
     utterances, report = import_librispeech(args.root, args.out, min_duration=args.min_duration,
                                             max_duration=args.max_duration, report_path=args.report,
                                             verify=args.verify)
-    print(f"{args.out}: {len(utterances)} utterances, {sum(u.duration for u in utterances) / 3600:.2f} h; {report.summary()}")
+    hours = sum(u.duration for u in utterances) / 3600
+    print(f"{args.out}: {len(utterances)} utterances, {hours:.2f} h; {report.summary()}")
 
 
 def _synth_mini(args):
@@ -68,7 +73,8 @@ def _synth_mini(args):
     for split, stats in summary["splits"].items():
         print(f"{args.out}/{split}: {stats['utterances']} utterances, {stats['speakers']} speakers, "
               f"{stats['seconds'] / 60:.1f} min (mean {stats['mean_seconds']:.2f} s)")
-    print(f"{args.out}: {summary['failures']['count']} synthesis failures; lm_text.txt has {summary['lm_text']['sentences']} sentences")
+    print(f"{args.out}: {summary['failures']['count']} synthesis failures; "
+          f"lm_text.txt has {summary['lm_text']['sentences']} sentences")
 
 
 def _combine(args):

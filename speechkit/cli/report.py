@@ -6,7 +6,8 @@ __all__ = ["register"]
 
 
 def register(commands, groups):
-    p = add_defaults_help(commands.add_parser("report", help="write EXP/report.md and report.html from a recipe's outputs"))
+    p = add_defaults_help(commands.add_parser(
+        "report", help="write EXP/report.md and report.html from a recipe's outputs"))
     p.add_argument("exp", help="experiment folder written by a recipe (e.g. exp/mini)")
     p.set_defaults(func=_report)
 

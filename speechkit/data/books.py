@@ -13,7 +13,8 @@ from speechkit.text import normalize
 
 __all__ = ["DEFAULT_BOOKS_DIR", "BookText", "split_sentences", "extract_sentences"]
 
-DEFAULT_BOOKS_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "corpus", "books"))
+DEFAULT_BOOKS_DIR = os.path.normpath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "corpus", "books"))
 
 _START = re.compile(r"^\s*\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG", re.IGNORECASE)
 _END = re.compile(r"^\s*(\*{3}\s*END OF (THE|THIS) PROJECT GUTENBERG|END OF (THE )?PROJECT GUTENBERG)", re.IGNORECASE)

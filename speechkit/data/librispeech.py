@@ -44,7 +44,8 @@ def import_librispeech(root, out, *, min_duration=0.1, max_duration=35.0, report
         raise SpeechkitError(f"{root}: LibriSpeech root is not a directory")
     transcripts = sorted(glob.glob(os.path.join(root, "**", "*.trans.txt"), recursive=True))
     if not transcripts:
-        raise SpeechkitError(f"{root}: no *.trans.txt transcripts found (expected <spk>/<chapter>/<spk>-<chapter>.trans.txt)")
+        raise SpeechkitError(
+            f"{root}: no *.trans.txt transcripts found (expected <spk>/<chapter>/<spk>-<chapter>.trans.txt)")
     report = SkipReport()
     entries = []
     for trans in transcripts:
@@ -82,7 +83,8 @@ def import_librispeech(root, out, *, min_duration=0.1, max_duration=35.0, report
             report.add("duration_out_of_range", path, f"{duration:.2f} s not in [{min_duration}, {max_duration}]")
             continue
         speaker = utt_id.split("-")[0]
-        utterances.append(Utterance(id=utt_id, audio=os.path.abspath(path), duration=duration, text=text, speaker=speaker))
+        utterances.append(Utterance(id=utt_id, audio=os.path.abspath(path), duration=duration, text=text,
+                                    speaker=speaker))
     for ext in _AUDIO_EXTENSIONS:
         for path in glob.glob(os.path.join(root, "**", "*" + ext), recursive=True):
             if os.path.abspath(path) not in seen_audio:

@@ -41,7 +41,7 @@ from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.data.books import DEFAULT_BOOKS_DIR, BookText, extract_sentences
 from speechkit.data.librispeech import import_librispeech
-from speechkit.errors import AudioError, SpeechkitError, SynthesisError
+from speechkit.errors import AudioError, SynthesisError
 
 __all__ = [
     "DEFAULT_BOOKS_DIR",
@@ -60,7 +60,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
-ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us-nyc")
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                  "en-us-nyc")
 ESPEAK_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
 # flite voice -> (gender, pitch range in Hz for int_f0_target_mean, or None where the voice ignores it).
 # rms is a clustergen voice whose F0 model does not follow int_f0_target_mean (measured: the same
@@ -153,12 +154,14 @@ def make_speakers(rng, *, train=40, dev=8, test=8, flite_fraction=0.25):
             raise SynthesisError(f"{split} speakers must be an integer >= 1, received {n!r}")
     if not 0.0 <= flite_fraction <= 1.0:
         raise SynthesisError(f"flite_fraction must lie in [0, 1], received {flite_fraction!r}")
-    n_flite = {s: min(n, max(1 if n >= 2 and flite_fraction > 0 else 0, round(n * flite_fraction))) for s, n in counts.items()}
+    n_flite = {s: min(n, max(1 if n >= 2 and flite_fraction > 0 else 0, round(n * flite_fraction)))
+               for s, n in counts.items()}
     n_espeak = {s: counts[s] - n_flite[s] for s in SPLITS}
     pairs = [(a, v) for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS]
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]
     if sum(n_espeak.values()) > len(pairs):
-        raise SynthesisError(f"at most {len(pairs)} espeak-ng speakers exist (accent x variant); asked for {sum(n_espeak.values())}")
+        raise SynthesisError(f"at most {len(pairs)} espeak-ng speakers exist (accent x variant); "
+                             f"asked for {sum(n_espeak.values())}")
     # Train first takes pairs that add an unseen accent or variant, so dev/test parts are all heard in train.
     espeak = {s: [] for s in SPLITS}
     seen_accents, seen_variants = set(), set()
@@ -192,7 +195,8 @@ def make_speakers(rng, *, train=40, dev=8, test=8, flite_fraction=0.25):
         drafts = [("espeak-ng", accent, variant, float(rng.integers(_ESPEAK_RATES[0], _ESPEAK_RATES[1] + 1)),
                    int(rng.integers(_ESPEAK_PITCHES[0], _ESPEAK_PITCHES[1] + 1)), variant[0].upper())
                   for accent, variant in espeak[split]]
-        drafts += [("flite", voice, "", stretch, pitch, FLITE_VOICES[voice][0]) for voice, stretch, pitch in flite_settings[split]]
+        drafts += [("flite", voice, "", stretch, pitch, FLITE_VOICES[voice][0])
+                   for voice, stretch, pitch in flite_settings[split]]
         for i in rng.permutation(len(drafts)):
             speakers.append(Speaker(100 + len(speakers), split, *drafts[i]))
     return speakers
@@ -293,10 +297,12 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
     targets = {"train": train_hours * 3600.0, "dev": dev_minutes * 60.0, "test": test_minutes * 60.0}
     for split, seconds in targets.items():
         if not seconds > 0 or not math.isfinite(seconds):
-            raise SynthesisError(f"the {split} audio target must be a positive number, received {seconds / 60:g} minutes")
+            raise SynthesisError(
+                f"the {split} audio target must be a positive number, received {seconds / 60:g} minutes")
     text = extract_sentences(books_dir, min_words=min_words, max_words=max_words)
     rng = np.random.default_rng(seed)
-    speakers = make_speakers(rng, train=train_speakers, dev=dev_speakers, test=test_speakers, flite_fraction=flite_fraction)
+    speakers = make_speakers(rng, train=train_speakers, dev=dev_speakers, test=test_speakers,
+                             flite_fraction=flite_fraction)
     order = rng.permutation(len(text.eligible))
     mean_chars = float(np.mean([len(t) for t, _ in text.eligible]))
     candidates, start = {}, 0
@@ -305,8 +311,9 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
         mean_estimate = float(np.mean([s.estimate_seconds("x" * round(mean_chars)) for s in split_speakers]))
         size = int(2.5 * targets[split] / mean_estimate) + 20
         if start + size > len(order):
-            raise SynthesisError(f"{books_dir}: {len(text.eligible)} eligible sentences of {min_words}-{max_words} words "
-                                 f"are too few for these targets (need about {start + size}); add books or lower the targets")
+            raise SynthesisError(f"{books_dir}: {len(text.eligible)} eligible sentences of {min_words}-{max_words} "
+                                 f"words are too few for these targets (need about {start + size}); add books or "
+                                 "lower the targets")
         numbers = collections.Counter()
         items = []
         for k, index in enumerate(order[start:start + size]):
@@ -321,7 +328,8 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
         candidates[split] = items
         start += size
     settings = {
-        "format": _FORMAT_VERSION, "seed": int(seed), "train_hours": float(train_hours), "dev_minutes": float(dev_minutes),
+        "format": _FORMAT_VERSION, "seed": int(seed), "train_hours": float(train_hours),
+        "dev_minutes": float(dev_minutes),
         "test_minutes": float(test_minutes), "train_speakers": int(train_speakers), "dev_speakers": int(dev_speakers),
         "test_speakers": int(test_speakers), "flite_fraction": float(flite_fraction), "min_words": int(min_words),
         "max_words": int(max_words), "books_digest": _books_digest(books_dir, text.books),
@@ -378,7 +386,8 @@ def _synthesize_once(speaker, text, path):
                 reason = f"engine_timeout: {speaker.engine} ran over {_SUBPROCESS_TIMEOUT} s"
                 continue
             except subprocess.CalledProcessError as err:
-                reason = f"engine_failed: {speaker.engine} exit {err.returncode}: {err.stderr.decode(errors='replace').strip()[-200:]}"
+                stderr = err.stderr.decode(errors="replace").strip()[-200:]
+                reason = f"engine_failed: {speaker.engine} exit {err.returncode}: {stderr}"
                 continue
             except AudioError as err:
                 reason = f"unreadable_output: {err}"
@@ -404,7 +413,8 @@ def _check_engines(speakers):
         listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=False).stdout.split()
         missing = [v for v in flite_voices if v not in listed]
         if missing:
-            raise SynthesisError(f"flite lacks the voice(s) {missing} (`flite -lv` lists {listed[2:]}); {_INSTALL_HINT}")
+            raise SynthesisError(
+                f"flite lacks the voice(s) {missing} (`flite -lv` lists {listed[2:]}); {_INSTALL_HINT}")
 
 
 def _existing_duration(path):
@@ -491,7 +501,8 @@ def _open_corpus(out_dir, settings):
             raise SynthesisError(f"{path}: unreadable ({err}); delete it or choose another output folder") from None
         if old != settings:
             changed = sorted(k for k in set(old or {}) | set(settings) if (old or {}).get(k) != settings.get(k))
-            raise SynthesisError(f"{out_dir}: holds a mini corpus made with other settings (changed: {', '.join(changed)}); "
+            raise SynthesisError(f"{out_dir}: holds a mini corpus made with other settings "
+                                 f"(changed: {', '.join(changed)}); "
                                  "choose another output folder or delete this one")
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_text(path, json.dumps({"settings": settings, "complete": False}, indent=2) + "\n")
@@ -506,7 +517,8 @@ def _run_rounds(plan, out_dir, durations, failures, jobs, cpu_seconds):
     synthesized = 0
     pool = None
     if jobs > 1:
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("forkserver"))
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs,
+                                                      mp_context=multiprocessing.get_context("forkserver"))
     try:
         with tqdm(total=0, desc="synth-mini", unit="utt", mininterval=1.0) as bar:
             while True:
@@ -520,7 +532,8 @@ def _run_rounds(plan, out_dir, durations, failures, jobs, cpu_seconds):
                     if not more:
                         reasons = collections.Counter(r.split(":")[0] for r in failures.values())
                         raise SynthesisError(f"{out_dir}: ran out of {split} sentences at {seconds / 60:.1f} of "
-                                             f"{target / 60:.1f} minutes; {len(failures)} synthesis failures {dict(reasons)}")
+                                             f"{target / 60:.1f} minutes; {len(failures)} synthesis failures "
+                                             f"{dict(reasons)}")
                     batch += more
                 if not batch:
                     return synthesized
@@ -653,7 +666,8 @@ def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0,
                            "cpu_seconds": round(_cpu_seconds() - cpu_started + (worker_cpu[0] if jobs > 1 else 0.0), 1)}
     atomic_write_text(os.path.join(out_dir, "corpus.json"), json.dumps(summary, indent=2) + "\n")
     logger.info("%s: synthesised %d, reused %d, removed %d, failed %d in %.0f s (%.0f s CPU)", out_dir, synthesized,
-                existing, removed, len(failures), summary["last_run"]["wall_seconds"], summary["last_run"]["cpu_seconds"])
+                existing, removed, len(failures), summary["last_run"]["wall_seconds"],
+                summary["last_run"]["cpu_seconds"])
     return summary
 
 
