@@ -32,18 +32,15 @@ from _tiny_asr import (TEXTS, rss_mb, speechkit_command, subprocess_env, tiny_co
 
 def _run_dir(root):
     from speechkit.asr.deepspeech2 import build_deepspeech2
-    from speechkit.config import save_yaml
+    from speechkit.runs import RunDir
     from speechkit.text import Vocabulary
 
-    run = os.path.join(root, "run")
-    os.makedirs(run, exist_ok=True)
+    run = RunDir(os.path.join(root, "run"), create=True)
     config = tiny_config()
-    build_deepspeech2(config.model, num_features=config.frontend.num_features).save(os.path.join(run, "model.keras"))
-    save_yaml(os.path.join(run, "config.yaml"), config)
-    save_yaml(os.path.join(run, "frontend.yaml"), config.frontend)
-    with open(os.path.join(run, "vocabulary.json"), "w") as f:
-        json.dump(Vocabulary().to_dict(), f)
-    return run
+    run.save_model(build_deepspeech2(config.model, frontend=config.frontend))
+    run.save_config(config)
+    run.save_vocabulary(Vocabulary())
+    return run.path
 
 
 def _noise(path, seconds):

@@ -22,7 +22,7 @@ naming the file and the problem.
 Example:
     >>> import tempfile
     >>> run = RunDir(tempfile.mkdtemp(), create=True)
-    >>> run.write_json(RunDir.SUMMARY, {"epochs_done": 3})
+    >>> path = run.write_json(RunDir.SUMMARY, {"epochs_done": 3})
     >>> run.read_json(RunDir.SUMMARY)
     {'epochs_done': 3}
 """
@@ -38,8 +38,8 @@ import sys
 import keras
 import yaml
 
-from speechkit.asr.beam import DecodeConfig
-from speechkit.config import atomic_write_text, from_dict, to_dict
+from speechkit.asr.beam import load_decode_config, save_decode_config
+from speechkit.config import atomic_write_text, to_dict
 from speechkit.errors import RunError
 from speechkit.frontend import FrontendConfig
 from speechkit.text import Vocabulary
@@ -236,6 +236,14 @@ class RunDir:
                 raise RunError(f"{self.path} holds a run with a different config: " + "; ".join(diffs))
         return self.write_text(self.CONFIG, yaml.safe_dump(data, sort_keys=False))
 
+    def read_config(self):
+        """dict, the run's ``config.yaml`` as a plain mapping, for readers that need one section only.
+
+        Raises:
+            RunError: the file is missing, not YAML, or not a mapping.
+        """
+        return self._read_yaml(self.CONFIG)
+
     def load_config(self, cls):
         """The run's ``config.yaml`` as ``cls``, a ``speechkit.config.Config`` subclass.
 
@@ -252,7 +260,7 @@ class RunDir:
             RunError: ``config.yaml`` is missing or has no ``frontend`` section; ConfigError: the
                 section is invalid.
         """
-        data = self._read_yaml(self.CONFIG)
+        data = self.read_config()
         if "frontend" not in data:
             raise RunError(f"{self.file(self.CONFIG)}: no frontend section")
         return FrontendConfig.from_dict(data["frontend"], source=self.file(self.CONFIG))
@@ -378,27 +386,18 @@ class RunDir:
     def decode_config(self):
         """The run's ``DecodeConfig`` from ``decode.yaml``; greedy when there is none.
 
-        A relative ``lm`` path is resolved against the run directory.
+        A relative ``lm`` path is resolved against the run directory
+        (``speechkit.asr.beam.load_decode_config``).
 
         Raises:
-            RunError: the file is not YAML; ConfigError: it is not a valid decode config.
+            ConfigError: the file is not valid YAML or not a valid decode config (names the file).
         """
-        if not self.exists(self.DECODE):
-            return DecodeConfig()
-        config = from_dict(DecodeConfig, self._read_yaml(self.DECODE), source=self.file(self.DECODE))
-        if config.lm is not None and not os.path.isabs(config.lm):
-            config = dataclasses.replace(config, lm=os.path.normpath(os.path.join(self.path, config.lm)))
-        return config
+        return load_decode_config(self.path)
 
     def save_decode_config(self, config):
         """Atomically write a ``DecodeConfig`` to ``decode.yaml``; returns the path.
 
-        The LM path is stored relative to the run when the LM lies inside it, absolute otherwise.
+        The LM path is stored relative to the run when the LM lies inside it, absolute otherwise
+        (``speechkit.asr.beam.save_decode_config``), so a run and its LM can move together.
         """
-        lm = config.lm
-        if lm is not None:
-            lm = os.path.abspath(lm)
-            rel = os.path.relpath(lm, os.path.abspath(self.path))
-            lm = lm if rel == ".." or rel.startswith(".." + os.sep) else rel
-        data = to_dict(dataclasses.replace(config, lm=lm))
-        return self.write_text(self.DECODE, yaml.safe_dump(data, sort_keys=False))
+        return save_decode_config(self.path, config)

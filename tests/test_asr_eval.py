@@ -5,15 +5,16 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 
 from speechkit import audio as audio_io
 from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.evaluate import evaluate, format_alignment
-from speechkit.config import save_yaml
 from speechkit.data.manifest import Utterance, write_manifest
-from speechkit.errors import ConfigError, SpeechkitError
+from speechkit.errors import ConfigError, RunError, SpeechkitError
 from speechkit.frontend import FrontendConfig
 from speechkit.metrics import bootstrap_ci, cer, error_counts, wer
+from speechkit.runs import RunDir
 from speechkit.text import Vocabulary
 
 VOCAB = Vocabulary()
@@ -166,18 +167,24 @@ def test_evaluate_raises_when_nothing_can_be_scored(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """An untrained tiny model saved as a run directory, as ``speechkit train asr`` lays it out."""
+    """An untrained tiny model saved as a run directory, as ASR training lays it out."""
     from speechkit.asr.deepspeech2 import DeepSpeech2Config, build_deepspeech2
-    from speechkit.asr.train import TrainConfig
 
-    run = tmp_path_factory.mktemp("run")
+    run = RunDir(tmp_path_factory.mktemp("run"))
     frontend = FrontendConfig(kind="mel", n_mels=20)
     model = DeepSpeech2Config(conv_filters=(2,), conv_kernels=((3, 3),), conv_strides=((2, 2),), rnn_layers=1,
                               rnn_units=4)
-    build_deepspeech2(model, num_features=frontend.num_features).save(str(run / "model.keras"))
-    save_yaml(str(run / "config.yaml"), TrainConfig(frontend=frontend, model=model))
-    save_yaml(str(run / "frontend.yaml"), frontend)
-    (run / "vocabulary.json").write_text(json.dumps(VOCAB.to_dict()))
+    run.save_model(build_deepspeech2(model, frontend=frontend, vocab_size=VOCAB.size))
+    run.save_config({"frontend": frontend.to_dict(), "model": model.to_dict()})
+    run.save_vocabulary(VOCAB)
+    return run.path
+
+
+def _copy_run(source, target, names=(RunDir.MODEL, RunDir.CONFIG, RunDir.VOCABULARY)):
+    run = RunDir(target, create=True)
+    for name in names:
+        with open(os.path.join(source, name), "rb") as f, open(run.file(name), "wb") as g:
+            g.write(f.read())
     return run
 
 
@@ -186,17 +193,37 @@ def test_load_run_checks_front_end(tiny_run, tmp_path):
 
     recognizer = load_run(str(tiny_run))
     assert recognizer.frontend == FrontendConfig(kind="mel", n_mels=20) and recognizer.vocabulary == VOCAB
+    assert recognizer.time_reduction_factor == 2 == recognizer.network.time_reduction_factor
     with pytest.raises(ConfigError, match="n_mels"):
         load_run(str(tiny_run), expected_frontend=FrontendConfig(kind="mel", n_mels=40))
-    changed = tmp_path / "changed"
-    changed.mkdir()
-    for name in ("model.keras", "config.yaml", "vocabulary.json"):
-        (changed / name).write_bytes((tiny_run / name).read_bytes())
-    save_yaml(str(changed / "frontend.yaml"), FrontendConfig(kind="mel", n_mels=20, hop_ms=20.0))
-    with pytest.raises(ConfigError, match="hop_ms"):
-        load_run(str(changed))
-    with pytest.raises(SpeechkitError, match="model.keras: missing"):
+    changed = _copy_run(tiny_run, tmp_path / "changed")
+    saved = changed.read_config()
+    changed.write_text(RunDir.CONFIG, yaml.safe_dump({**saved, "frontend": {**saved["frontend"], "hop_ms": 20.0}}))
+    with pytest.raises(ConfigError, match=r"model\.keras: front-end config differs.*hop_ms: 20\.0 != 10\.0"):
+        load_run(changed.path)
+    changed.write_text(RunDir.CONFIG, yaml.safe_dump({"model": saved["model"]}))
+    with pytest.raises(RunError, match=r"config\.yaml: no frontend section"):
+        load_run(changed.path)
+    with pytest.raises(RunError, match="model.keras: missing"):
         load_run(str(tmp_path))
+    with pytest.raises(RunError, match="no such run directory"):
+        load_run(str(tmp_path / "nowhere"))
+
+
+def test_load_run_checks_vocabulary_and_model_type(tiny_run, tmp_path):
+    import keras
+
+    from speechkit.asr.inference import load_run
+
+    run = _copy_run(tiny_run, tmp_path / "vocab")
+    run.save_vocabulary(Vocabulary("AB"))
+    with pytest.raises(ConfigError, match="network outputs 29 classes, vocabulary has 3"):
+        load_run(run.path)
+    run.save_vocabulary(VOCAB)
+    inputs = keras.Input((None, 20))
+    run.save_model(keras.Model(inputs, keras.layers.Dense(29)(inputs)))
+    with pytest.raises(RunError, match=r"model\.keras: not a DeepSpeech2"):
+        load_run(run.path)
 
 
 def test_recognizer_batching_does_not_change_log_probs(tiny_run):

@@ -9,12 +9,15 @@ import pytest
 import tensorflow as tf
 
 from speechkit.asr.ctc import ctc_loss, ctc_min_frames
-from speechkit.asr.deepspeech2 import DeepSpeech2Config, build_deepspeech2, output_lengths, time_reduction_factor
+from speechkit.asr.deepspeech2 import (DeepSpeech2, DeepSpeech2Config, build_deepspeech2, output_lengths,
+                                       time_reduction_factor)
 from speechkit.asr.layers import BatchNormGRU, Lookahead, MaskedConv2D, SpecAugment, SpecAugmentConfig, _warp_bins
 from speechkit.config import from_dict
 from speechkit.errors import ConfigError
+from speechkit.frontend import FrontendConfig
 
 NUM_FEATURES = 24
+FRONTEND = FrontendConfig(kind="mel", n_mels=NUM_FEATURES)
 
 tiny_config = functools.partial(
     DeepSpeech2Config, conv_filters=(4, 4), conv_kernels=((5, 7), (3, 5)), conv_strides=((2, 2), (1, 2)),
@@ -43,7 +46,7 @@ def _randomise_bn(model, seed=1):
 def test_output_lengths_equal_real_model_output(strides):
     n = len(strides)
     config = tiny_config(conv_filters=(4,) * n, conv_kernels=((5, 7),) * n, conv_strides=strides, rnn_layers=1)
-    model = build_deepspeech2(config, num_features=NUM_FEATURES)
+    model = build_deepspeech2(config, frontend=FRONTEND)
     factor = time_reduction_factor(strides)
     assert config.time_reduction_factor == factor == math.prod(s[0] for s in strides)
     for frames in (1, 2, 5, 6, 7, 17, 33):
@@ -61,7 +64,7 @@ def test_output_lengths_equal_real_model_output(strides):
 @pytest.mark.parametrize("variant", ["bidirectional", "streaming"])
 def test_utterance_alone_equals_inside_padded_batch(variant):
     config = tiny_config() if variant == "bidirectional" else tiny_config(bidirectional=False, lookahead=3)
-    model = build_deepspeech2(config, num_features=NUM_FEATURES, vocab_size=29)
+    model = build_deepspeech2(config, frontend=FRONTEND, vocab_size=29)
     _randomise_bn(model)
     x, lengths = _batch([41, 23, 8, 40])
     log_probs, out = model([x, lengths], training=False)
@@ -166,7 +169,7 @@ def test_streaming_model_is_causal_up_to_the_lookahead():
     """Unidirectional GRUs + lookahead tau: output frame t ignores inputs beyond frame t + tau (after convs)."""
     config = tiny_config(conv_filters=(4,), conv_kernels=((1, 5),), conv_strides=((1, 2),), rnn_layers=2,
                          bidirectional=False, lookahead=2)
-    model = build_deepspeech2(config, num_features=NUM_FEATURES)
+    model = build_deepspeech2(config, frontend=FRONTEND)
     _randomise_bn(model)
     x, lengths = _batch([30])
     base, _ = model([x, lengths], training=False)
@@ -190,7 +193,7 @@ def test_layer_configs_round_trip():
 def test_keras_file_round_trip(tmp_path):
     config = tiny_config(lookahead=2, specaugment=SpecAugmentConfig(freq_masks=1, freq_width=3, time_masks=1,
                                                                       time_width=4))
-    model = build_deepspeech2(config, num_features=NUM_FEATURES)
+    model = build_deepspeech2(config, frontend=FRONTEND)
     _randomise_bn(model)
     x, lengths = _batch([19, 11])
     expected, _ = model([x, lengths], training=False)
@@ -203,10 +206,29 @@ def test_keras_file_round_trip(tmp_path):
     assert [type(layer).__name__ for layer in loaded.layers if type(layer).__name__ in
             ("SpecAugment", "MaskedConv2D", "BatchNormGRU", "Lookahead")] == (
         ["SpecAugment"] + ["MaskedConv2D"] * 2 + ["BatchNormGRU"] * 2 + ["Lookahead"])
+    assert isinstance(loaded, DeepSpeech2)
+    assert loaded.config == config and loaded.frontend == FRONTEND and loaded.vocab_size == 29
+
+
+def test_model_carries_its_front_end_and_time_reduction():
+    frontend = FrontendConfig(kind="spectrogram", window_ms=10.0)
+    config = tiny_config(conv_strides=((3, 2), (2, 2)))
+    model = build_deepspeech2(config, frontend=frontend, vocab_size=7)
+    assert model.inputs[0].shape[-1] == frontend.num_features == 81
+    assert model.outputs[0].shape[-1] == 7
+    assert model.time_reduction_factor == 6 and model.frontend == frontend
+    assert int(model.output_lengths(13)) == 3
+    saved = model.get_config()
+    assert saved["frontend"] == frontend.to_dict() and saved["config"] == config.to_dict() and saved["vocab_size"] == 7
+    clone = DeepSpeech2.from_config(saved)
+    assert [w.shape for w in clone.weights] == [w.shape for w in model.weights]
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+    with pytest.raises(ConfigError, match="vocab_size"):
+        build_deepspeech2(config, frontend=frontend, vocab_size=1)
 
 
 def test_log_probs_are_normalised():
-    model = build_deepspeech2(tiny_config(), num_features=NUM_FEATURES, vocab_size=29)
+    model = build_deepspeech2(tiny_config(), frontend=FRONTEND, vocab_size=29)
     log_probs, _ = model(_batch([9]), training=False)
     assert log_probs.shape[-1] == 29 and log_probs.dtype == tf.float32
     np.testing.assert_allclose(np.exp(log_probs.numpy()).sum(-1), 1.0, atol=1e-5)

@@ -11,16 +11,15 @@ import pytest
 import tensorflow as tf
 
 from speechkit import audio as audio_io
-from speechkit.asr.beam import DecodeConfig, load_decode_config, save_decode_config
+from speechkit.asr.beam import DecodeConfig, load_decode_config
 from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.deepspeech2 import DeepSpeech2Config, build_deepspeech2
-from speechkit.asr.train import TrainConfig
-from speechkit.config import save_yaml
 from speechkit.data.manifest import Utterance, write_manifest
 from speechkit.export.asr import ExportError, export_asr, greedy_transcripts, load_exported_asr
 from speechkit.export.vocoder import export_vocoder, load_exported_vocoder
-from speechkit.errors import ConfigError
+from speechkit.errors import ConfigError, RunError
 from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode
+from speechkit.runs import RunDir
 from speechkit.text import Vocabulary
 
 VOCAB = Vocabulary()
@@ -57,14 +56,12 @@ def _randomise(model, seed):
 
 
 def _asr_run(path, model_config, frontend, seed):
-    os.makedirs(path, exist_ok=True)
-    network = build_deepspeech2(model_config, num_features=frontend.num_features, vocab_size=VOCAB.size)
+    run = RunDir(path, create=True)
+    network = build_deepspeech2(model_config, frontend=frontend, vocab_size=VOCAB.size)
     _randomise(network, seed)
-    network.save(os.path.join(path, "model.keras"))
-    save_yaml(os.path.join(path, "config.yaml"), TrainConfig(frontend=frontend, model=model_config))
-    save_yaml(os.path.join(path, "frontend.yaml"), frontend)
-    with open(os.path.join(path, "vocabulary.json"), "w", encoding="utf-8") as f:
-        json.dump(VOCAB.to_dict(), f)
+    run.save_model(network)
+    run.save_config({"frontend": frontend.to_dict(), "model": model_config.to_dict()})
+    run.save_vocabulary(VOCAB)
     return path
 
 
@@ -74,7 +71,7 @@ def asr_runs(tmp_path_factory):
     bidirectional = _asr_run(str(root / "bi"), DeepSpeech2Config(
         conv_filters=(4,), conv_kernels=((5, 7),), conv_strides=((2, 2),), rnn_layers=2, rnn_units=8, fc_units=8),
         FrontendConfig(kind="spectrogram"), seed=1)
-    save_decode_config(bidirectional, DecodeConfig(decoder="beam", alpha=0.7, beta=1.5, lm=str(root / "lm")))
+    RunDir(bidirectional).save_decode_config(DecodeConfig(decoder="beam", alpha=0.7, beta=1.5, lm=str(root / "lm")))
     streaming = _asr_run(str(root / "streaming"), DeepSpeech2Config(
         conv_filters=(4,), conv_kernels=((5, 7),), conv_strides=((3, 2),), rnn_layers=2, rnn_units=8,
         bidirectional=False, lookahead=3), FrontendConfig(kind="mel", n_mels=20), seed=2)
@@ -192,27 +189,35 @@ def test_exported_recognizer_errors(tmp_path):
         load_exported_asr(str(tmp_path))
 
 
+def test_export_reads_the_run_through_run_dir(tmp_path):
+    with pytest.raises(RunError, match="no such run directory"):
+        export_asr(str(tmp_path / "nope"), str(tmp_path / "out"))
+    partial = RunDir(tmp_path / "partial", create=True)
+    partial.save_vocabulary(VOCAB)
+    with pytest.raises(RunError, match=r"partial/model\.keras: missing"):
+        export_asr(partial.path, str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out")
+
+
 # -- Vocoder -- #
 
 @pytest.fixture(scope="module")
 def vocoder_run(tmp_path_factory):
-    from speechkit.vocoder.train import VocoderConfig
     from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig
 
-    run = str(tmp_path_factory.mktemp("vocoder_run"))
-    config = VocoderConfig(model=WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8,
-                                               skip_channels=8, head_channels=16, cond_channels=8, num_speakers=2,
-                                               speaker_channels=4))
-    model = WaveNet(config.model, config.frontend)
+    run = RunDir(tmp_path_factory.mktemp("vocoder_run"))
+    frontend = FrontendConfig(kind="mel", normalize=False)
+    config = WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
+                           head_channels=16, cond_channels=8, num_speakers=2, speaker_channels=4)
+    model = WaveNet(config, frontend)
     model.build()
     rng = np.random.default_rng(3)
     for w in model.weights:
         w.assign(rng.normal(0.0, 0.4, w.shape).astype(np.float32))
-    model.save(os.path.join(run, "model.keras"))
-    save_yaml(os.path.join(run, "config.yaml"), config)
-    with open(os.path.join(run, "speakers.json"), "w", encoding="utf-8") as f:
-        json.dump(["spk_a", "spk_b"], f)
-    return run
+    run.save_model(model)
+    run.save_config({"frontend": frontend.to_dict(), "model": config.to_dict()})
+    run.save_speakers(["spk_a", "spk_b"])
+    return run.path
 
 
 def test_vocoder_saved_model_matches_generator_in_fresh_process(vocoder_run, speech, tmp_path):

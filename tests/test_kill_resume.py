@@ -108,7 +108,7 @@ def tracker(tmp_path):
     from speechkit.asr.train import _make_optimizer, _TrainState
 
     config = tiny_config()
-    network = build_deepspeech2(config.model, num_features=config.frontend.num_features)
+    network = build_deepspeech2(config.model, frontend=config.frontend)
     trainer = CTCTrainer(network)
     trainer.compile(optimizer=_make_optimizer(config.optimizer), jit_compile=False)
     trainer([np.zeros((1, 8, 16), np.float32), np.array([8], np.int32)])

@@ -17,16 +17,15 @@ def run_dir(tmp_path_factory):
     """An untrained tiny DS2 saved in the run layout that ``load_run`` reads."""
     from _tiny_asr import tiny_config
     from speechkit.asr.deepspeech2 import build_deepspeech2
-    from speechkit.config import save_yaml
+    from speechkit.runs import RunDir
     from speechkit.text import Vocabulary
 
-    run = tmp_path_factory.mktemp("run")
+    run = RunDir(tmp_path_factory.mktemp("run"))
     config = tiny_config()
-    build_deepspeech2(config.model, num_features=config.frontend.num_features).save(str(run / "model.keras"))
-    save_yaml(str(run / "config.yaml"), config)
-    save_yaml(str(run / "frontend.yaml"), config.frontend)
-    (run / "vocabulary.json").write_text(json.dumps(Vocabulary().to_dict()))
-    return str(run)
+    run.save_model(build_deepspeech2(config.model, frontend=config.frontend))
+    run.save_config(config)
+    run.save_vocabulary(Vocabulary())
+    return run.path
 
 
 def _noise_file(path, seconds, *, block_seconds=60):

@@ -25,7 +25,7 @@ VOCAB = Vocabulary()
 def trainer():
     config = tiny_config()
     keras.utils.set_random_seed(0)
-    network = build_deepspeech2(config.model, num_features=config.frontend.num_features, vocab_size=VOCAB.size)
+    network = build_deepspeech2(config.model, frontend=config.frontend, vocab_size=VOCAB.size)
     model = CTCTrainer(network)
     model.compile(optimizer=_make_optimizer(config.optimizer), jit_compile=False)
     model([np.zeros((1, 8, 16), np.float32), np.array([8], np.int32)])
@@ -134,7 +134,7 @@ def test_nan_step_under_float16_loss_scaling_changes_nothing():
     previous = keras.config.dtype_policy().name
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        network = build_deepspeech2(config.model, num_features=16, vocab_size=VOCAB.size)
+        network = build_deepspeech2(config.model, frontend=config.frontend, vocab_size=VOCAB.size)
         model = CTCTrainer(network)
         model.compile(optimizer=_make_optimizer(config.optimizer), jit_compile=False)
         model([np.zeros((1, 8, 16), np.float32), np.array([8], np.int32)])

@@ -141,7 +141,7 @@ def test_model_file_with_embedded_code_is_refused(tmp_path):
     import keras
 
     from speechkit.asr.inference import load_run
-    from speechkit.config import save_yaml
+    from speechkit.runs import RunDir
 
     marker = str(tmp_path / "pwned")
     features = keras.Input((None, 80))
@@ -149,8 +149,9 @@ def test_model_file_with_embedded_code_is_refused(tmp_path):
     touched = keras.layers.Lambda(lambda x: x + 0 * len(open(marker, "w").name))(features)
     keras.Model([features, lengths], [keras.layers.Dense(29)(touched), lengths]).save(str(tmp_path / "model.keras"))
     os.remove(marker)
-    save_yaml(str(tmp_path / "frontend.yaml"), FrontendConfig(kind="mel"))
-    (tmp_path / "vocabulary.json").write_text(json.dumps(Vocabulary().to_dict()))
+    run = RunDir(tmp_path)
+    run.save_config({"frontend": FrontendConfig(kind="mel").to_dict()})
+    run.save_vocabulary(Vocabulary())
     with pytest.raises(SpeechkitError, match=r"model\.keras: cannot load the model .*unsafe"):
         load_run(str(tmp_path))
     assert not os.path.exists(marker)

@@ -10,11 +10,11 @@ import yaml
 from speechkit import audio as audio_io
 from speechkit.cli import main
 from speechkit.data.manifest import Utterance, write_manifest
-from speechkit.errors import AudioError
+from speechkit.errors import AudioError, ConfigError, RunError
 from speechkit.frontend import FrontendConfig
+from speechkit.runs import RunDir
 from speechkit.vocoder.evaluate import evaluate_vocoder, log_spectral_distance, mel_cepstral_distortion
 from speechkit.vocoder.generation import load_vocoder
-from speechkit.vocoder.train import VocoderConfig, VocoderTrainConfig
 from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig
 
 FRONTEND = FrontendConfig(kind="mel", normalize=False)
@@ -46,20 +46,17 @@ def test_distances_ignore_silent_reference_frames():
 
 
 def _tiny_run(path, seed=0):
-    config = VocoderConfig(
-        frontend=FRONTEND,
-        model=WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
-                            head_channels=16, cond_channels=8),
-        train=VocoderTrainConfig(jit_compile=False))
-    model = WaveNet(config.model, config.frontend)
+    """An untrained tiny mel-conditioned WaveNet in the run layout ``load_vocoder`` reads."""
+    config = WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
+                           head_channels=16, cond_channels=8)
+    model = WaveNet(config, FRONTEND)
     model.build()
     rng = np.random.default_rng(seed)
     for w in model.weights:
         w.assign(rng.normal(0.0, 0.3, w.shape).astype(np.float32))
-    os.makedirs(path, exist_ok=True)
-    model.save(os.path.join(path, "model.keras"))
-    with open(os.path.join(path, "config.yaml"), "w") as f:
-        yaml.safe_dump(config.to_dict(), f)
+    run = RunDir(path, create=True)
+    run.save_model(model)
+    run.save_config({"frontend": FRONTEND.to_dict(), "model": config.to_dict()})
     return config
 
 
@@ -103,11 +100,22 @@ def test_evaluate_vocoder_report(tmp_path):
 
 def test_load_vocoder_rejects_mismatched_config(tmp_path):
     _tiny_run(str(tmp_path / "run"))
-    config = yaml.safe_load(open(tmp_path / "run" / "config.yaml"))
-    config["model"]["cond_channels"] = 4
-    yaml.safe_dump(config, open(tmp_path / "run" / "config.yaml", "w"))
-    with pytest.raises(Exception, match="differs"):
-        load_vocoder(str(tmp_path / "run"))
+    run = RunDir(tmp_path / "run")
+    saved = run.read_config()
+    run.write_text(RunDir.CONFIG, yaml.safe_dump({**saved, "model": {**saved["model"], "cond_channels": 4}}))
+    with pytest.raises(ConfigError, match=r"model\.keras: model config differs from .*config\.yaml"):
+        load_vocoder(run.path)
+    run.write_text(RunDir.CONFIG, yaml.safe_dump({**saved, "frontend": {**saved["frontend"], "fmax": 7000.0}}))
+    with pytest.raises(ConfigError, match=r"model\.keras: front-end config differs.*fmax: 7000\.0 != 8000\.0"):
+        load_vocoder(run.path)
+    run.write_text(RunDir.CONFIG, yaml.safe_dump(saved))
+    run.save_speakers(["a", "b"])
+    with pytest.raises(ConfigError, match=r"speakers\.json: names 2 speakers, the model has 0"):
+        load_vocoder(run.path)
+    os.remove(run.file(RunDir.SPEAKERS))
+    os.remove(run.file(RunDir.MODEL))
+    with pytest.raises(RunError, match=r"model\.keras: missing"):
+        load_vocoder(run.path)
 
 
 def test_cli_vocode_generate_eval(tmp_path, capsys):

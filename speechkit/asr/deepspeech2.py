@@ -1,8 +1,9 @@
 """Deep Speech 2 (Amodei et al., 2016): 2D convolutions, sequence-wise batch-normalised GRUs, CTC.
 
-The network is a Keras functional model with two inputs, ``features`` float32 [batch, frames,
-num_features] and ``feature_lengths`` int32 [batch], and two outputs, ``log_probs`` float32
-[batch, frames', vocab_size] (log-softmax) and ``output_lengths`` int32 [batch].
+The network (``DeepSpeech2``) is a Keras functional model with two inputs, ``features`` float32
+[batch, frames, num_features] and ``feature_lengths`` int32 [batch], and two outputs, ``log_probs`` float32
+[batch, frames', vocab_size] (log-softmax) and ``output_lengths`` int32 [batch]. Its config holds
+the architecture and the front end it was trained on, so a saved model describes itself.
 
 The layers live in ``speechkit.asr.layers``; lengths travel with the tensors through each of them,
 so an utterance gets the same log-probabilities alone and inside a padded batch.
@@ -19,11 +20,13 @@ from speechkit.asr.layers import (BatchNormGRU, Lookahead, MaskedConv2D, SpecAug
                                   conv_output_lengths)
 from speechkit.config import Config
 from speechkit.errors import ConfigError
+from speechkit.frontend import FrontendConfig
 from speechkit.text import Vocabulary
 
 __all__ = [
     "SpecAugmentConfig",
     "DeepSpeech2Config",
+    "DeepSpeech2",
     "build_deepspeech2",
     "output_lengths",
     "time_reduction_factor",
@@ -124,24 +127,75 @@ def output_lengths(lengths, conv_strides):
 
 # -- Model -- #
 
-def build_deepspeech2(config, *, num_features, vocab_size=None, name="deepspeech2"):
-    """Build the Deep Speech 2 network as a Keras functional model.
+@keras.saving.register_keras_serializable(package="speechkit")
+class DeepSpeech2(keras.Model):
+    """The Deep Speech 2 network, a functional Keras model that carries its own description.
+
+    ``get_config`` holds the architecture (``DeepSpeech2Config``), the front end the network was
+    trained on (``FrontendConfig``) and the number of output classes, so a ``.keras`` file alone
+    says which features it expects; ``from_config`` rebuilds the same graph, layer names included.
 
     Args:
-        config: DeepSpeech2Config.
-        num_features: int > 0, feature bins per frame (``FrontendConfig.num_features``).
+        config: DeepSpeech2Config (or its dict form).
+        frontend: FrontendConfig (or its dict form); ``frontend.num_features`` is the input width.
         vocab_size: int > 1, output classes including the blank at index 0; defaults to
             ``Vocabulary().size`` (29).
         name: str, model name.
 
+    Call arguments:
+        inputs: ``[features float32 [batch, frames, frontend.num_features], feature_lengths int32 [batch]]``.
+        training: bool, SpecAugment and batch-norm statistics are active only in training.
+
     Returns:
-        keras.Model mapping ``[features float32 [B, T, num_features], feature_lengths int32 [B]]`` to
-        ``[log_probs float32 [B, T', vocab_size], output_lengths int32 [B]]`` with
-        ``T' = ceil(T / config.time_reduction_factor)``.
+        ``[log_probs float32 [batch, frames', vocab_size], output_lengths int32 [batch]]`` with
+        ``frames' = ceil(frames / time_reduction_factor)``.
+
+    Attributes:
+        config, frontend, vocab_size, time_reduction_factor (int).
+
+    Example:
+        >>> small = DeepSpeech2Config(conv_filters=(4,), conv_kernels=((3, 5),), conv_strides=((2, 2),),
+        ...                           rnn_layers=1, rnn_units=8)
+        >>> model = DeepSpeech2(small, frontend=FrontendConfig(kind="mel", n_mels=16))
+        >>> [tuple(t.shape) for t in model([np.zeros((1, 9, 16), "float32"), np.array([9], "int32")])]
+        [(1, 5, 29), (1,)]
     """
-    vocab_size = Vocabulary().size if vocab_size is None else int(vocab_size)
-    if vocab_size < 2 or num_features < 1:
-        raise ConfigError(f"need vocab_size >= 2 and num_features >= 1, received: {vocab_size}, {num_features}")
+
+    def __init__(self, config, *, frontend, vocab_size=None, name="deepspeech2", **kwargs):
+        if isinstance(config, dict):
+            config = DeepSpeech2Config.from_dict(config)
+        if isinstance(frontend, dict):
+            frontend = FrontendConfig.from_dict(frontend)
+        vocab_size = Vocabulary().size if vocab_size is None else int(vocab_size)
+        if vocab_size < 2:
+            raise ConfigError(f"vocab_size must be >= 2, received: {vocab_size}")
+        inputs, outputs = _graph(config, frontend.num_features, vocab_size)
+        super().__init__(inputs, outputs, name=name, **kwargs)
+        self.config = config
+        self.frontend = frontend
+        self.vocab_size = vocab_size
+
+    @property
+    def time_reduction_factor(self):
+        """int, input frames per output frame (``DeepSpeech2Config.time_reduction_factor``)."""
+        return self.config.time_reduction_factor
+
+    def output_lengths(self, lengths):
+        """Valid output frames for ``lengths`` valid input frames (int, numpy array or tensor)."""
+        return output_lengths(lengths, self.config.conv_strides)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "config": self.config.to_dict(),
+                "frontend": self.frontend.to_dict(), "vocab_size": self.vocab_size}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        return cls(config.pop("config"), frontend=config.pop("frontend"), **config)
+
+
+def _graph(config, num_features, vocab_size):
+    """The functional graph: ``([features, lengths], [log_probs, output_lengths])`` symbolic tensors."""
     features = keras.Input(shape=(None, num_features), name="features")
     lengths = keras.Input(shape=(), dtype="int32", name="feature_lengths")
     x = features
@@ -165,4 +219,22 @@ def build_deepspeech2(config, *, num_features, vocab_size=None, name="deepspeech
     logits = keras.layers.Dense(vocab_size, name="logits")(x)
     log_probs = keras.layers.Activation("log_softmax", dtype="float32", name="log_probs")(logits)
     out_lengths = keras.layers.Identity(name="output_lengths")(n)
-    return keras.Model([features, lengths], [log_probs, out_lengths], name=name)
+    return [features, lengths], [log_probs, out_lengths]
+
+
+def build_deepspeech2(config, *, frontend, vocab_size=None, name="deepspeech2"):
+    """Build the Deep Speech 2 network for features of ``frontend``.
+
+    Args:
+        config: DeepSpeech2Config.
+        frontend: FrontendConfig the network consumes; stored in the model (``DeepSpeech2``).
+        vocab_size: int > 1, output classes including the blank at index 0; defaults to
+            ``Vocabulary().size`` (29).
+        name: str, model name.
+
+    Returns:
+        DeepSpeech2, a functional keras.Model mapping ``[features float32 [B, T, frontend.num_features],
+        feature_lengths int32 [B]]`` to ``[log_probs float32 [B, T', vocab_size], output_lengths int32
+        [B]]`` with ``T' = ceil(T / config.time_reduction_factor)``.
+    """
+    return DeepSpeech2(config, frontend=frontend, vocab_size=vocab_size, name=name)

@@ -1,8 +1,9 @@
 """Load a trained Deep Speech 2 run and recognise audio in batches.
 
 The front end runs inside the same ``tf.function`` as the network, on the zero-padded batch, so
-serving computes exactly the features training saw (``speechkit.frontend``), and the run's saved
-front-end config is checked against the model before anything is recognised.
+serving computes exactly the features training saw (``speechkit.frontend``). The run is read through
+``speechkit.runs.RunDir``, and the front end in its ``config.yaml`` is checked against the one the
+model carries before anything is recognised.
 
 Long recordings are cut into overlapping windows of at most ``chunk_seconds``: each window's
 outer ``chunk_context_seconds`` on either side only give the bidirectional GRUs context and are
@@ -10,23 +11,18 @@ cut off again, and the kept cores are joined frame-exactly. Memory then grows wi
 not with the recording, and ``transcribe_files`` reads a long file window by window from disk.
 """
 
-import json
 import logging
-import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from speechkit import audio as audio_io
 from speechkit import frontend as fe
-from speechkit.asr import deepspeech2  # noqa: F401  (registers the custom layers for loading)
 from speechkit.asr.decoding import greedy_decode
-from speechkit.config import from_dict, load_yaml
+from speechkit.asr.deepspeech2 import DeepSpeech2, output_lengths
 from speechkit.data.manifest import SkipReport
-from speechkit.errors import AudioError, ConfigError, SpeechkitError
-from speechkit.frontend import FrontendConfig
-from speechkit.text import Vocabulary
+from speechkit.errors import AudioError, ConfigError, RunError
+from speechkit.runs import RunDir
 
 __all__ = ["Recognizer", "load_run"]
 
@@ -37,7 +33,8 @@ class Recognizer:
     """A trained network with its vocabulary and front end.
 
     Args:
-        network: keras.Model from ``build_deepspeech2`` (``[features, feature_lengths] -> [log_probs, lengths]``).
+        network: ``DeepSpeech2`` (``[features, feature_lengths] -> [log_probs, lengths]``), or any model
+            with that signature and a ``time_reduction_factor`` attribute.
         vocabulary: ``speechkit.text.Vocabulary``; its size must equal the network's output size.
         frontend: ``FrontendConfig`` the network was trained with.
         run_dir: optional str, where the run was loaded from.
@@ -68,8 +65,7 @@ class Recognizer:
         self.run_dir = run_dir
         self.batch_size = int(batch_size)
         self.max_batch_samples = int(max_batch_seconds * frontend.sample_rate)
-        strides = [layer.strides for layer in network.layers if isinstance(layer, deepspeech2.MaskedConv2D)]
-        self.time_reduction_factor = deepspeech2.time_reduction_factor(strides) if strides else 1
+        self.time_reduction_factor = int(network.time_reduction_factor)
         unit = frontend.hop_length * self.time_reduction_factor
         self._context = int(chunk_context_seconds * frontend.sample_rate) // unit * unit
         self._core = (int(chunk_seconds * frontend.sample_rate) - 2 * self._context) // unit * unit
@@ -109,8 +105,7 @@ class Recognizer:
         if num_samples <= self.chunk_samples:
             return [(0, num_samples, 0, None)]
         unit = self.frontend.hop_length * self.time_reduction_factor
-        total = int(deepspeech2.output_lengths(fe.num_frames(num_samples, self.frontend),
-                                               [(self.time_reduction_factor, 1)]))
+        total = int(output_lengths(fe.num_frames(num_samples, self.frontend), [(self.time_reduction_factor, 1)]))
         out = []
         for core in range(0, num_samples, self._core):
             start, end = max(0, core - self._context), min(num_samples, core + self._core + self._context)
@@ -243,10 +238,13 @@ class Recognizer:
 
 
 def load_run(run_dir, *, expected_frontend=None, batch_size=16, chunk_seconds=30.0):
-    """Load ``RUN/model.keras`` with its vocabulary and front end, checking that they agree.
+    """Load a trained Deep Speech 2 run through ``RunDir``, checking that its parts agree.
+
+    The front end comes from the run's ``config.yaml`` (``RunDir.frontend``) and must equal the
+    one the network carries in its own config; the vocabulary must match the network's outputs.
 
     Args:
-        run_dir: str, a directory written by ``speechkit train asr``.
+        run_dir: str or RunDir, a directory written by ASR training.
         expected_frontend: optional FrontendConfig the caller's features use; any difference raises.
         batch_size: int, utterances per forward pass.
         chunk_seconds: float, longest window recognised at once (``Recognizer``).
@@ -255,30 +253,20 @@ def load_run(run_dir, *, expected_frontend=None, batch_size=16, chunk_seconds=30
         Recognizer.
 
     Raises:
-        SpeechkitError: a file is missing; ConfigError: the saved front-end configs disagree with
-        each other, with ``expected_frontend`` or with the network's input size.
+        RunError: a file is missing or unreadable, or ``model.keras`` is not a Deep Speech 2 model;
+        ConfigError: the run's front end differs from the network's, from ``expected_frontend``, or
+        the vocabulary from the network's output size.
     """
-    paths = {name: os.path.join(run_dir, name) for name in ("model.keras", "frontend.yaml", "vocabulary.json", "config.yaml")}
-    for name in ("model.keras", "frontend.yaml", "vocabulary.json"):
-        if not os.path.isfile(paths[name]):
-            raise SpeechkitError(f"{paths[name]}: missing; is {run_dir} a trained ASR run (speechkit train asr)?")
-    frontend = from_dict(FrontendConfig, load_yaml(paths["frontend.yaml"]), source=paths["frontend.yaml"])
-    if os.path.isfile(paths["config.yaml"]):
-        trained = load_yaml(paths["config.yaml"]).get("frontend")
-        if trained is not None:
-            frontend.check_matches(from_dict(FrontendConfig, trained, source=paths["config.yaml"]),
-                                   source=paths["config.yaml"])
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    for name in (RunDir.MODEL, RunDir.CONFIG, RunDir.VOCABULARY):
+        if not run.exists(name):
+            raise RunError(f"{run.file(name)}: missing; is {run.path} a trained ASR run?")
+    frontend = run.frontend()
+    vocabulary = run.vocabulary()
+    network = run.load_model(cls=DeepSpeech2)
+    run.check_frontend(network.frontend, source=run.file(RunDir.MODEL))
     if expected_frontend is not None:
-        frontend.check_matches(expected_frontend, source=paths["frontend.yaml"])
-    try:
-        with open(paths["vocabulary.json"], encoding="utf-8") as f:
-            vocabulary = Vocabulary.from_dict(json.load(f))
-    except (ValueError, KeyError) as err:
-        raise SpeechkitError(f"{paths['vocabulary.json']}: not a vocabulary file ({err})") from None
-    try:
-        network = keras.saving.load_model(paths["model.keras"], compile=False)
-    except (ValueError, OSError) as err:
-        raise SpeechkitError(f"{paths['model.keras']}: cannot load the model ({err})") from None
-    logger.info("loaded %s: %d parameters, %s features", paths["model.keras"], network.count_params(), frontend.kind)
-    return Recognizer(network, vocabulary=vocabulary, frontend=frontend, run_dir=run_dir, batch_size=batch_size,
+        frontend.check_matches(expected_frontend, source=run.file(RunDir.CONFIG))
+    logger.info("loaded %s: %d parameters, %s features", run.file(RunDir.MODEL), network.count_params(), frontend.kind)
+    return Recognizer(network, vocabulary=vocabulary, frontend=frontend, run_dir=run.path, batch_size=batch_size,
                       chunk_seconds=chunk_seconds)

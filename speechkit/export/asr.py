@@ -29,9 +29,13 @@ import tensorflow as tf
 
 from speechkit import audio as audio_io
 from speechkit import frontend as fe
+from speechkit.asr.beam import save_decode_config
+from speechkit.asr.decoding import greedy_decode
+from speechkit.asr.inference import load_run
 from speechkit.config import atomic_write_text, from_dict, load_yaml, save_yaml
-from speechkit.errors import ExportError, SpeechkitError
+from speechkit.errors import ExportError
 from speechkit.frontend import FrontendConfig
+from speechkit.runs import RunDir
 from speechkit.text import BLANK_INDEX, Vocabulary
 
 __all__ = [
@@ -95,7 +99,7 @@ class ASRServingModule(tf.Module):
         [batch], ``transcripts`` tf.string [batch] (greedy, over the valid frames only).
 
     Args:
-        network: keras.Model from ``build_deepspeech2``.
+        network: ``DeepSpeech2`` (``speechkit.asr.deepspeech2``).
         vocabulary: speechkit.text.Vocabulary.
         frontend: FrontendConfig the network was trained with.
     """
@@ -181,28 +185,28 @@ def write_export_dir(out_dir, build):
 def export_asr(run_dir, out_dir, *, tflite=False):
     """Export an ASR run as a SavedModel (plus ``model.tflite`` when asked).
 
-    Writes ``saved_model.pb`` and ``variables/``, ``vocabulary.json``, ``frontend.yaml``,
-    ``decode.yaml`` (the run's tuned decoding, with the LM path, when ``RUN/decode.yaml`` exists) and
-    ``export.json`` (source run, signature, LM reference, timings).
+    The run is read through ``RunDir`` (``load_run``). The export directory is self-contained and
+    keeps its own files: ``saved_model.pb`` and ``variables/``, ``vocabulary.json``,
+    ``frontend.yaml`` (for clients without speechkit), ``decode.yaml`` (the run's tuned decoding,
+    with the LM path, when the run has one) and ``export.json`` (source run, signature, LM
+    reference, timings).
 
     Args:
-        run_dir: str, a directory written by ``speechkit train asr``.
+        run_dir: str or RunDir, a directory written by ASR training.
         out_dir: str, the export directory (replaced atomically if it exists).
         tflite: bool, also convert to TFLite and check it against the SavedModel.
 
     Returns:
         dict, the content of ``export.json``.
     """
-    from speechkit.asr.beam import DECODE_YAML, load_decode_config, save_decode_config
-    from speechkit.asr.inference import load_run
-
     started = time.perf_counter()
-    recognizer = load_run(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    recognizer = load_run(run)
     module = ASRServingModule(recognizer.network, vocabulary=recognizer.vocabulary, frontend=recognizer.frontend)
-    decode = load_decode_config(run_dir) if os.path.isfile(os.path.join(run_dir, DECODE_YAML)) else None
+    decode = run.decode_config() if run.exists(RunDir.DECODE) else None
     info = {
         "kind": "asr",
-        "source_run": os.path.abspath(run_dir),
+        "source_run": os.path.abspath(run.path),
         "signature": SIGNATURE,
         "inputs": {"waveform": "float32 [batch, samples]", "lengths": "int32 [batch]"},
         "outputs": {"log_probs": "float32 [batch, frames, vocab]", "output_lengths": "int32 [batch]",
@@ -235,7 +239,7 @@ def export_asr(run_dir, out_dir, *, tflite=False):
         atomic_write_text(os.path.join(tmp, EXPORT_JSON), json.dumps(info, indent=2) + "\n")
 
     write_export_dir(out_dir, build)
-    logger.info("exported %s -> %s in %.1f s", run_dir, out_dir, info["export_seconds"])
+    logger.info("exported %s -> %s in %.1f s", run.path, out_dir, info["export_seconds"])
     return info
 
 
@@ -264,8 +268,7 @@ def tflite_parity(export_dir, module, *, seconds=(1.3, 0.55), seed=0):
 def _read_side_files(export_dir):
     for name in ("vocabulary.json", "frontend.yaml"):
         if not os.path.isfile(os.path.join(export_dir, name)):
-            raise ExportError(f"{os.path.join(export_dir, name)}: missing; is {export_dir} an ASR export "
-                              "(speechkit export asr)?")
+            raise ExportError(f"{os.path.join(export_dir, name)}: missing; is {export_dir} an ASR export?")
     path = os.path.join(export_dir, "vocabulary.json")
     try:
         with open(path, encoding="utf-8") as f:
@@ -294,7 +297,7 @@ class ExportedRecognizer:
 
     def __init__(self, export_dir, *, batch_size=16):
         if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
-            raise ExportError(f"{export_dir}: no saved_model.pb; export a run with 'speechkit export asr' first")
+            raise ExportError(f"{export_dir}: no saved_model.pb; is it an ASR export?")
         self.vocabulary, self.frontend = _read_side_files(export_dir)
         self.run_dir = export_dir
         self.batch_size = int(batch_size)
@@ -344,7 +347,7 @@ class TFLiteRecognizer:
     def __init__(self, export_dir, *, num_threads=None):
         path = os.path.join(export_dir, TFLITE_FILE)
         if not os.path.isfile(path):
-            raise ExportError(f"{path}: missing; export with 'speechkit export asr RUN --out {export_dir} --tflite'")
+            raise ExportError(f"{path}: missing; the export was made without TFLite")
         self.vocabulary, self.frontend = _read_side_files(export_dir)
         self.run_dir = export_dir
         with warnings.catch_warnings():
@@ -363,8 +366,6 @@ class TFLiteRecognizer:
 
     def transcribe(self, audios, decoder=None):
         """Greedy transcripts when ``decoder`` is None, else ``decoder.decode_batch(log_probs)``."""
-        from speechkit.asr.decoding import greedy_decode
-
         log_probs = self.log_probs(audios)
         if decoder is None:
             return [greedy_decode(lp, self.vocabulary) for lp in log_probs]

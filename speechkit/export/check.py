@@ -14,10 +14,14 @@ import os
 import numpy as np
 
 from speechkit import audio as audio_io
+from speechkit.asr.decoding import greedy_decode
+from speechkit.asr.inference import load_run
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import read_manifest
 from speechkit.errors import AudioError
-from speechkit.export.asr import TFLITE_FILE, ExportError
+from speechkit.export.asr import TFLITE_FILE, ExportedRecognizer, ExportError, TFLiteRecognizer
+from speechkit.export.vocoder import ExportedVocoder
+from speechkit.vocoder.generation import load_vocoder
 
 __all__ = ["check_asr_export", "check_vocoder_export", "check_exports"]
 
@@ -52,10 +56,6 @@ def check_asr_export(export_dir, run_dir, utterances, *, limit=4, batch_size=4):
         ``greedy_decode`` of the exported log-probs) and, when ``model.tflite`` exists,
         ``tflite_max_abs_diff`` (TFLite vs SavedModel).
     """
-    from speechkit.asr.decoding import greedy_decode
-    from speechkit.asr.inference import load_run
-    from speechkit.export.asr import ExportedRecognizer, TFLiteRecognizer
-
     recognizer = load_run(run_dir)
     exported = ExportedRecognizer(export_dir, batch_size=batch_size)
     recognizer.frontend.check_matches(exported.frontend, source=os.path.join(export_dir, "frontend.yaml"))
@@ -89,9 +89,6 @@ def check_vocoder_export(export_dir, run_dir, utterances, *, limit=2, max_second
         dict with ``utterances``, ``samples`` and ``max_abs_diff`` (exported ``vocode_waveform`` vs
         ``Vocoder.vocode(..., backend="tf", temperature=0)``).
     """
-    from speechkit.export.vocoder import ExportedVocoder
-    from speechkit.vocoder.generation import load_vocoder
-
     vocoder = load_vocoder(run_dir)
     exported = ExportedVocoder(export_dir)
     vocoder.frontend.check_matches(exported.frontend, source=os.path.join(export_dir, "frontend.yaml"))

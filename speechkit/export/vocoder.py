@@ -21,7 +21,7 @@ from speechkit.config import atomic_write_text, from_dict, load_yaml, save_yaml
 from speechkit.errors import ConfigError
 from speechkit.export.asr import EXPORT_JSON, SIGNATURE, ExportError, write_export_dir
 from speechkit.frontend import FrontendConfig, mu_law_decode
-from speechkit.vocoder.generation import TFGenerator
+from speechkit.vocoder.generation import TFGenerator, load_vocoder
 from speechkit.vocoder.wavenet import conditioning_mel, silence_class
 
 __all__ = [
@@ -127,21 +127,25 @@ class VocoderServingModule(tf.Module):
 def export_vocoder(run_dir, out_dir, *, jit_compile=True):
     """Export a vocoder run as a SavedModel with ``serving_default`` and ``vocode_waveform``.
 
-    Writes the SavedModel, ``frontend.yaml``, ``speakers.json`` (speaker names in embedding order,
-    when the model has speakers) and ``export.json``.
+    The run is read through ``RunDir`` (``load_vocoder``). The export directory is self-contained
+    and keeps its own files: the SavedModel, ``frontend.yaml``, ``speakers.json`` (speaker names in
+    embedding order, when the model has speakers) and ``export.json``.
+
+    Args:
+        run_dir: str or RunDir, a directory written by vocoder training.
+        out_dir: str, the export directory (replaced atomically if it exists).
+        jit_compile: bool, XLA-compile the generation loop in the SavedModel.
 
     Returns:
         dict, the content of ``export.json``.
     """
-    from speechkit.vocoder.generation import load_vocoder
-
     started = time.perf_counter()
     vocoder = load_vocoder(run_dir)
     module = VocoderServingModule(vocoder.model, jit_compile=jit_compile)
     model = vocoder.model
     info = {
         "kind": "vocoder",
-        "source_run": os.path.abspath(run_dir),
+        "source_run": os.path.abspath(vocoder.run_dir),
         "signatures": {
             SIGNATURE: {"inputs": ["log_mel float32 [batch, frames, n_mels]"]
                         + (["speaker int32 [batch]"] if module.has_speakers else [])
@@ -173,7 +177,7 @@ def export_vocoder(run_dir, out_dir, *, jit_compile=True):
         atomic_write_text(os.path.join(tmp, EXPORT_JSON), json.dumps(info, indent=2) + "\n")
 
     write_export_dir(out_dir, build)
-    logger.info("exported %s -> %s in %.1f s", run_dir, out_dir, info["export_seconds"])
+    logger.info("exported %s -> %s in %.1f s", vocoder.run_dir, out_dir, info["export_seconds"])
     return info
 
 
@@ -189,10 +193,10 @@ class ExportedVocoder:
 
     def __init__(self, export_dir):
         if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
-            raise ExportError(f"{export_dir}: no saved_model.pb; export a run with 'speechkit export vocoder' first")
+            raise ExportError(f"{export_dir}: no saved_model.pb; is it a vocoder export?")
         path = os.path.join(export_dir, "frontend.yaml")
         if not os.path.isfile(path):
-            raise ExportError(f"{path}: missing; is {export_dir} a vocoder export (speechkit export vocoder)?")
+            raise ExportError(f"{path}: missing; is {export_dir} a vocoder export?")
         self.frontend = from_dict(FrontendConfig, load_yaml(path), source=path)
         self.run_dir = export_dir
         self.speakers = []
@@ -211,7 +215,7 @@ class ExportedVocoder:
         """Embedding row for a speaker name or index; None for models without speakers."""
         if not self.has_speakers:
             if speaker is not None:
-                raise ConfigError(f"{self.run_dir}: this model has no speaker conditioning; drop --speaker")
+                raise ConfigError(f"{self.run_dir}: this model has no speaker conditioning; give no speaker")
             return None
         if speaker is None:
             raise ConfigError(f"{self.run_dir}: this model is speaker-conditioned; give a speaker name or index")

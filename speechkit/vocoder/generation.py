@@ -12,21 +12,18 @@ identical samples from identical noise. ``Vocoder`` draws the noise of utterance
 ``numpy.random.default_rng([seed, i])``: an utterance's output does not depend on its batch.
 """
 
-import json
 import logging
-import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from speechkit import audio as audio_io
-from speechkit.config import load_yaml
-from speechkit.errors import ConfigError, SpeechkitError
+from speechkit.errors import ConfigError, RunError
 from speechkit.frontend import mu_law_decode, mu_law_encode
+from speechkit.runs import RunDir
 from speechkit.vocoder.fast import FastWaveNet
-from speechkit.vocoder.wavenet import WaveNet, conditioning_mel, silence_class
+from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig, conditioning_mel, silence_class
 
 __all__ = [
     "sample_from_logits",
@@ -212,7 +209,7 @@ class Vocoder:
         """Embedding row for ``speaker`` (a name from training, or an int index as int or str)."""
         if self.model.speaker_embedding is None:
             if speaker is not None:
-                raise ConfigError(f"{self.run_dir}: this model has no speaker conditioning; drop --speaker")
+                raise ConfigError(f"{self.run_dir}: this model has no speaker conditioning; give no speaker")
             return None
         if speaker is None:
             raise ConfigError(f"{self.run_dir}: this model is speaker-conditioned; give a speaker "
@@ -315,7 +312,7 @@ class Vocoder:
             float32 [batch_size, num_samples], the continuation only.
         """
         if self.model.upsampler is not None:
-            raise ConfigError(f"{self.run_dir}: this model is mel-conditioned; use vocode --mel-from")
+            raise ConfigError(f"{self.run_dir}: this model is mel-conditioned; it needs a mel to vocode, not free-running generation")
         if prime is not None:
             x_first, state = self.prime(prime, batch_size=batch_size, speaker=speaker)
         else:
@@ -335,28 +332,36 @@ def _shift_right(classes, first):
 
 
 def load_vocoder(run_dir):
-    """Load ``RUN/model.keras`` with its config, front end and speakers; check they agree.
+    """Load a trained vocoder run through ``RunDir`` and check that its parts agree.
+
+    The WaveNet carries its own config and front end; they must equal the ``model`` and
+    ``frontend`` sections of the run's ``config.yaml``, and ``speakers.json`` (when present) must
+    name one speaker per embedding row.
+
+    Args:
+        run_dir: str or RunDir, a directory written by vocoder training.
+
+    Returns:
+        Vocoder.
 
     Raises:
-        SpeechkitError: the run folder or its model is missing, or the saved front end differs from
-            the model's.
+        RunError: the run, its ``config.yaml`` or ``model.keras`` is missing or unreadable, or the
+            model is not a speechkit WaveNet; ConfigError: the run's front end, model config or
+            speakers differ from the model's.
     """
-    from speechkit.vocoder.train import VocoderConfig
-
-    model_path = os.path.join(run_dir, "model.keras")
-    if not os.path.isfile(model_path):
-        raise SpeechkitError(f"{run_dir}: no model.keras (is training finished, or is this not a vocoder run?)")
-    config_path = os.path.join(run_dir, "config.yaml")
-    config = VocoderConfig.from_dict(load_yaml(config_path), source=config_path)
-    model = keras.saving.load_model(model_path, compile=False)
-    if not isinstance(model, WaveNet):
-        raise SpeechkitError(f"{model_path}: not a speechkit WaveNet")
-    config.frontend.check_matches(model.frontend, source=model_path)
-    if config.model != model.config:
-        raise ConfigError(f"{model_path}: model config differs from {config_path}")
-    speakers = []
-    speakers_path = os.path.join(run_dir, "speakers.json")
-    if os.path.isfile(speakers_path):
-        with open(speakers_path, encoding="utf-8") as f:
-            speakers = json.load(f)
-    return Vocoder(model, speakers=speakers, run_dir=run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    for name in (RunDir.MODEL, RunDir.CONFIG):
+        if not run.exists(name):
+            raise RunError(f"{run.file(name)}: missing; is {run.path} a finished vocoder run?")
+    model_path = run.file(RunDir.MODEL)
+    run.frontend()
+    model = run.load_model(cls=WaveNet)
+    run.check_frontend(model.frontend, source=model_path)
+    saved = run.read_config().get("model")
+    if saved is not None and WaveNetConfig.from_dict(saved, source=run.file(RunDir.CONFIG)) != model.config:
+        raise ConfigError(f"{model_path}: model config differs from {run.file(RunDir.CONFIG)}")
+    speakers = run.speakers()
+    if speakers and len(speakers) != model.config.num_speakers:
+        raise ConfigError(f"{run.file(RunDir.SPEAKERS)}: names {len(speakers)} speakers, the model has "
+                          f"{model.config.num_speakers}")
+    return Vocoder(model, speakers=speakers, run_dir=run.path)
