@@ -12,7 +12,8 @@ import os
 
 from speechkit.config import atomic_write_text
 
-__all__ = ["significance_marks", "render_markdown", "render_html", "write_report", "summary_lines", "MARKS"]
+__all__ = ["significance_marks", "render_markdown", "render_html", "render_benchmark", "write_report", "summary_lines",
+           "MARKS"]
 
 MARKS = {"paired_bootstrap": "*", "mapsswe": "†", "sign_test": "‡"}
 """Mark of each test in the tables: the difference is significant at 95% by that test."""
@@ -321,3 +322,48 @@ def summary_lines(report):
                      f"{c['paired_bootstrap']['p_value']:.4f}, MAPSSWE p {c['mapsswe']['p_value']:.4f}, sign p "
                      f"{c['sign_test']['p_value']:.4f}" + (f"  significant {sig}" if sig else "  not significant"))
     return lines
+
+
+def _benchmark_rows(report):
+    marks = significance_marks(report)
+    header = ["system", "WER % [95% CI]", "CER %", "Sub/Del/Ins", "RTF", "missing", "vs best"]
+    rows = []
+    for s in report["systems"]:
+        rtf = "" if s.get("rtf") is None else f"{s['rtf']:.4f}" + (" (cached)" if s.get("cached") else "")
+        rows.append([s["name"], f"{_pct(s['wer'])} {_interval(s['wer_interval'])}", _pct(s["cer"]),
+                     f"{s['substitutions']}/{s['deletions']}/{s['insertions']}", rtf, str(s["missing"]["count"]),
+                     marks[s["name"]] if len(report["systems"]) > 1 else ""])
+    return header, rows
+
+
+def render_benchmark(results, *, config_path=None):
+    """Markdown and HTML (self-contained) for a benchmark: one table and one WER plot per test set.
+
+    Args:
+        results: list of dicts with ``test_set``, ``manifest`` and ``report`` (a ``score_sets`` report whose
+            systems may carry ``rtf`` and ``cached``).
+        config_path: optional str, named in the heading.
+
+    Returns:
+        (markdown str, html str).
+    """
+    title = "Benchmark" + (f": {config_path}" if config_path else "")
+    legend = ("\"vs best\": " + ", ".join(f"{m} {t.replace('_', ' ')}" for t, m in MARKS.items())
+              + " = significantly worse than the best system at 95%; n.s. = not significant. RTF = recognition wall "
+              "time / audio time, as recorded when the hypotheses were made.")
+    md = [f"# {title}", "", legend, ""]
+    body = [f"<h1>{html.escape(title)}</h1><p>{html.escape(legend)}</p>"]
+    for r in results:
+        report = r["report"]
+        header, rows = _benchmark_rows(report)
+        for row in rows:
+            row[-1] = row[-1] or ("n.s." if len(rows) > 1 else "")
+        heading = f"{r['test_set']} ({report['utterances']} utterances, {report['words']} words, `{r['manifest']}`)"
+        md += [f"## {heading}", "", _md_table(header, rows), ""]
+        body.append(f"<h2>{html.escape(heading)}</h2>" + _html_table(header, rows) + _svg_intervals(report))
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:2px 8px;"
+             "text-align:left;font-size:13px}th{background:#f0f0f0}")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + html.escape(title)
+            + f"</title><style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return "\n".join(md).rstrip() + "\n", page
