@@ -5,6 +5,9 @@ LM and tuning results, the vocoder evaluation, the exports) and lays them out fo
 table with confidence intervals, per-speaker WER, training curves, spectrograms of original and
 vocoded audio with their wav files, the receptive field, the real-time factors and the export paths.
 Missing parts (a stage not run yet) are reported as missing, not invented.
+
+The training runs (``EXP/asr``, ``EXP/vocoder``) are read through ``speechkit.runs.RunDir`` and its
+file names; a run file that exists but cannot be read is logged and reported as missing.
 """
 
 import base64
@@ -18,9 +21,13 @@ import os
 import re
 import subprocess
 
-import yaml
+import markdown
+from matplotlib.figure import Figure
 
 from speechkit.config import atomic_write_text
+from speechkit.errors import ConfigError, RunError
+from speechkit.runs import RunDir
+from speechkit.vocoder.wavenet import WaveNetConfig, receptive_field
 
 __all__ = ["write_report", "collect"]
 
@@ -37,12 +44,32 @@ def _read_json(path):
         return None
 
 
-def _read_yaml(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+def _run(exp_dir, name):
+    """``RunDir`` of ``EXP/name``, or None when that stage has not run."""
+    path = os.path.join(exp_dir, name)
+    return RunDir(path) if os.path.isdir(path) else None
+
+
+def _from_run(run, name, read):
+    """``read()`` when ``run`` holds ``name``; None when it does not, or when the file is unreadable."""
+    if run is None or not run.exists(name):
         return None
+    try:
+        return read()
+    except (RunError, ConfigError) as err:
+        logger.warning("report: left out: %s", err)
+        return None
+
+
+def _vocoder_description(run):
+    """``(model dict, front-end dict)`` from a vocoder run's ``config.yaml``, each None when unknown."""
+    config = _from_run(run, RunDir.CONFIG, run.read_config) if run else None
+    if not config or "model" not in config:
+        return None, None
+    source = run.file(RunDir.CONFIG)
+    model = _from_run(run, RunDir.CONFIG, lambda: WaveNetConfig.from_dict(config["model"], source=source))
+    frontend = _from_run(run, RunDir.CONFIG, run.frontend)
+    return (model.to_dict() if model else None), (frontend.to_dict() if frontend else None)
 
 
 def _read_csv(path):
@@ -60,18 +87,21 @@ def collect(exp_dir):
         decoder = os.path.basename(os.path.dirname(report_path))
         test_set = os.path.basename(os.path.dirname(os.path.dirname(report_path)))
         eval_sets.setdefault(test_set, {})[decoder] = _read_json(report_path)
-    vocoder_config = _read_yaml(os.path.join(exp_dir, "vocoder", "config.yaml")) or {}
+    asr, vocoder = _run(exp_dir, "asr"), _run(exp_dir, "vocoder")
+    decode = _from_run(asr, RunDir.DECODE, asr.decode_config) if asr else None
+    vocoder_model, vocoder_frontend = _vocoder_description(vocoder)
     return {
         "exp_dir": os.path.abspath(exp_dir),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "revision": _revision(),
         "eval": eval_sets,
-        "decode": _read_yaml(os.path.join(exp_dir, "asr", "decode.yaml")),
+        "decode": decode.to_dict() if decode else None,
         "lm": _read_json(os.path.join(exp_dir, "lm", "lm.json")),
-        "asr_training": _read_json(os.path.join(exp_dir, "asr", "train_summary.json")),
+        "asr_training": _from_run(asr, RunDir.SUMMARY, asr.summary) if asr else None,
+        "vocoder_training": _from_run(vocoder, RunDir.SUMMARY, vocoder.summary) if vocoder else None,
         "vocoder_eval": _read_json(os.path.join(exp_dir, "vocoder_eval", "report.json")),
-        "vocoder_model": vocoder_config.get("model"),
-        "vocoder_frontend": vocoder_config.get("frontend"),
+        "vocoder_model": vocoder_model,
+        "vocoder_frontend": vocoder_frontend,
         "exports": {name: os.path.abspath(os.path.join(exp_dir, "export", name))
                     for name in ("asr", "vocoder") if os.path.isdir(os.path.join(exp_dir, "export", name))},
     }
@@ -102,18 +132,15 @@ def _step_losses(path):
 
 def _plot_curves(exp_dir, out_png):
     """Training curves: ASR loss per step with dev WER per epoch, vocoder loss and accuracy per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    asr_rows = _read_csv(os.path.join(exp_dir, "asr", "train_log.csv"))
-    steps, losses = _step_losses(os.path.join(exp_dir, "asr", "batches.jsonl"))
-    vocoder_rows = _read_csv(os.path.join(exp_dir, "vocoder", "history.csv"))
+    asr, vocoder = _run(exp_dir, "asr"), _run(exp_dir, "vocoder")
+    asr_rows = _read_csv(asr.file(RunDir.TRAIN_LOG)) if asr else []
+    steps, losses = _step_losses(asr.file(RunDir.BATCHES)) if asr else ([], [])
+    vocoder_rows = _read_csv(vocoder.file(RunDir.TRAIN_LOG)) if vocoder else []
     panels = [p for p in (("asr", asr_rows or steps), ("vocoder", vocoder_rows)) if p[1]]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, _) in zip(axes[0], panels):
         if name == "asr":
             ax.set_title("ASR (Deep Speech 2)")
@@ -137,8 +164,9 @@ def _plot_curves(exp_dir, out_png):
         ax.set_ylabel("loss")
         ax.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
+    tmp = f"{out_png[:-4]}.tmp.{os.getpid()}.png"
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, out_png)
     return out_png
 
 
@@ -170,7 +198,8 @@ def _markdown(data, exp_dir, curves_png):
         lines += ["No ASR evaluation yet (stage 6 has not run).", ""]
     for test_set, reports in data["eval"].items():
         lines += [f"### {test_set}", "",
-                  "| decoder | WER [95% CI] | CER [95% CI] | utterances | RTF (front end + model) | RTF (with decoding) |",
+                  "| decoder | WER [95% CI] | CER [95% CI] | utterances | RTF (front end + model) "
+                  "| RTF (with decoding) |",
                   "|---|---|---|---|---|---|"]
         for key, label in _DECODERS:
             r = reports.get(key)
@@ -189,9 +218,10 @@ def _markdown(data, exp_dir, curves_png):
         lines.append("")
     training = data["asr_training"]
     if training:
-        epochs = training.get("epochs_done", training.get("epoch"))
-        lines += [f"Training: {training.get('step')} steps ({epochs:.1f} epochs) on {training.get('training_utterances')} "
-                  f"utterances, stopped by {str(training.get('stopped')).replace('_', ' ')}; "
+        epochs = training.get("epochs_done", training.get("epoch")) or 0
+        lines += [f"Training: {training.get('step')} steps ({epochs:.1f} epochs) on "
+                  f"{training.get('training_utterances')} utterances, "
+                  f"stopped by {str(training.get('stopped')).replace('_', ' ')}; "
                   f"{training.get('throughput_audio_s_per_s', float('nan')):.1f} s of audio per second "
                   f"({training.get('audio_s_per_cpu_s', float('nan')):.1f} per CPU-second); best dev WER "
                   f"{_pct(training.get('best_dev_wer'))}; {training.get('parameters', 0):,} parameters.", ""]
@@ -202,19 +232,25 @@ def _markdown(data, exp_dir, curves_png):
     if lm:
         lines += [f"Language model: {lm.get('order')}-gram KenLM on {lm.get('sentences')} sentences "
                   f"({lm.get('words')} words, vocabulary {lm.get('vocabulary_size')}); held-out perplexity "
-                  f"{lm.get('perplexity', float('nan')):.1f} (OOV rate {100 * lm.get('heldout_oov_rate', float('nan')):.2f}%).", ""]
+                  f"{lm.get('perplexity', float('nan')):.1f} "
+                  f"(OOV rate {100 * lm.get('heldout_oov_rate', float('nan')):.2f}%).", ""]
     if curves_png:
         lines += ["## Training curves", "", f"![training curves]({os.path.relpath(curves_png, exp_dir)})", ""]
     lines += ["## Vocoder (WaveNet)", ""]
     model, frontend = data["vocoder_model"], data["vocoder_frontend"]
     if model:
-        from speechkit.vocoder.wavenet import receptive_field
-
         rf = receptive_field(layers_per_stack=model["layers_per_stack"], stacks=model["stacks"],
-                             kernel_size=model["kernel_size"], sample_rate=(frontend or {}).get("sample_rate", 16000))
-        lines += [f"{model['stacks']} stacks x {model['layers_per_stack']} layers, residual {model['residual_channels']}, "
-                  f"gate {model['gate_channels']}, skip {model['skip_channels']}; receptive field {rf.samples} samples "
+                             kernel_size=model["kernel_size"],
+                             sample_rate=(frontend or {}).get("sample_rate", 16000))
+        lines += [f"{model['stacks']} stacks x {model['layers_per_stack']} layers, "
+                  f"residual {model['residual_channels']}, gate {model['gate_channels']}, "
+                  f"skip {model['skip_channels']}; receptive field {rf.samples} samples "
                   f"({rf.ms:.1f} ms).", ""]
+    training = data.get("vocoder_training")
+    if training:
+        epochs = training.get("epochs_done", training.get("epoch"))
+        lines += [f"Training: {training.get('step')} steps ({epochs} epochs), stopped by "
+                  f"{str(training.get('stopped')).replace('_', ' ')}.", ""]
     v = data["vocoder_eval"]
     if not v:
         lines += ["No vocoder evaluation yet (stage 8 has not run).", ""]
@@ -230,7 +266,8 @@ def _markdown(data, exp_dir, curves_png):
         for row in v["utterances"]:
             safe = row["id"].replace(os.sep, "_")
             lines.append(f"- `{row['id']}`: LSD {row['lsd_db']:.2f} dB, MCD {row['mcd_db']:.2f} dB; "
-                         f"[original](vocoder_eval/wav/{safe}_original.wav), [vocoded](vocoder_eval/wav/{safe}_vocoded.wav)"
+                         f"[original](vocoder_eval/wav/{safe}_original.wav), "
+                         f"[vocoded](vocoder_eval/wav/{safe}_vocoded.wav)"
                          + (f"; ASR on vocoded: \"{row['asr_vocoded']}\"" if "asr_vocoded" in row else ""))
             if "png" in row:
                 lines += ["", f"![{row['id']}](vocoder_eval/{row['png']})", ""]
@@ -245,8 +282,6 @@ def _markdown(data, exp_dir, curves_png):
 
 def _html(markdown_text, exp_dir):
     """Self-contained HTML: images inlined as data URIs so the page can be mailed or archived alone."""
-    import markdown
-
     body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
 
     def inline(match):
@@ -260,7 +295,8 @@ def _html(markdown_text, exp_dir):
     body = re.sub(r'src="([^":]+)"', inline, body)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>speechkit report</title><style>{style}</style></head><body>{body}</body></html>\n"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>speechkit report</title>"
+            f"<style>{style}</style></head><body>{body}</body></html>\n")
 
 
 def write_report(exp_dir):

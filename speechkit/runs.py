@@ -10,9 +10,9 @@ A run directory holds everything a trained model needs to be used, resumed or re
 - ``decode.yaml`` (ASR, written by LM tuning): the tuned decoding options; an LM path inside the
   run is stored relative to it, so a run and its LM can move together.
 - ``command.txt``: every command line that wrote to the run, one per line.
-- ``train_log.csv``, ``tensorboard/``, ``backup/`` (resume state while training is unfinished),
-  ``skipped.json`` (training items left out and why), ``train_summary.json`` and ``DONE``
-  (written last, when training ends normally).
+- ``train_log.csv`` (one row per epoch), ``batches.jsonl`` (one line per step), ``tensorboard/``,
+  ``backup/`` (resume state while training is unfinished), ``skipped.json`` (training items left
+  out and why), ``train_summary.json`` and ``DONE`` (written last, when training ends normally).
 
 Every write is atomic (a temporary file in the same directory, then ``os.replace``), so a reader or
 a killed writer never leaves half a file under a real name; ``RunDir.remove_partial_files`` clears
@@ -92,6 +92,7 @@ class RunDir:
     DONE = "DONE"
     SUMMARY = "train_summary.json"
     TRAIN_LOG = "train_log.csv"
+    BATCHES = "batches.jsonl"
     TENSORBOARD = "tensorboard"
     BACKUP = "backup"
     SKIPPED = "skipped.json"

@@ -124,7 +124,8 @@ def test_evaluate_writes_report_with_totals_speakers_worst_and_skips(tmp_path):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF not really a wave file")
     utterances.insert(2, Utterance(id="bad1", audio=str(corrupt), duration=1.0, text="LOST", speaker="s9"))
-    utterances.append(Utterance(id="bad2", audio=str(tmp_path / "missing.flac"), duration=1.0, text="GONE", speaker="s9"))
+    utterances.append(Utterance(id="bad2", audio=str(tmp_path / "missing.flac"), duration=1.0, text="GONE",
+                                speaker="s9"))
     out = tmp_path / "report"
     report = evaluate(recognizer, utterances, out_dir=str(out), worst=2, chunk=2, bootstrap=200, source="test.jsonl")
 

@@ -113,7 +113,8 @@ def test_manifest_fields_are_data_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     lines = [
         {"id": "a", "audio": f"$(touch {marker}).wav", "duration": 1, "text": "HI", "speaker": "s"},
-        {"id": "b", "audio": f"x.wav; touch {marker}", "duration": 1, "text": f"__import__('os').system('touch {marker}')",
+        {"id": "b", "audio": f"x.wav; touch {marker}", "duration": 1,
+         "text": f"__import__('os').system('touch {marker}')",
          "speaker": "s"},
         {"id": "c", "audio": "`id`.wav", "duration": "1", "text": "HI", "speaker": "s", "__class__": "os.system"},
     ]

@@ -200,7 +200,8 @@ def _markdown(report):
         f"# ASR evaluation: {report['source'] or ''}",
         "",
         f"- run: `{report['run_dir']}`, decoder: {report['decoder']}",
-        f"- utterances scored: {report['utterances']} ({report['words']} words, {report['audio_seconds']:.1f} s of audio); "
+        f"- utterances scored: {report['utterances']} ({report['words']} words, "
+        f"{report['audio_seconds']:.1f} s of audio); "
         f"skipped: {report['skipped']['skipped']} {report['skipped']['by_reason'] or ''}",
         "",
         "| metric | value | 95% CI (bootstrap) |",
@@ -217,10 +218,12 @@ def _markdown(report):
         "| speaker | utterances | words | WER |",
         "|---|---|---|---|",
     ]
-    out += [f"| {spk} | {s['utterances']} | {s['words']} | {s['wer'] * 100:.2f}% |" for spk, s in report["per_speaker"].items()]
+    out += [f"| {spk} | {s['utterances']} | {s['words']} | {s['wer'] * 100:.2f}% |"
+            for spk, s in report["per_speaker"].items()]
     out += ["", f"## Worst {len(report['worst'])} utterances", ""]
     for w in report["worst"]:
-        out += [f"### {w['id']} (speaker {w['speaker']}, WER {w['wer'] * 100:.1f}%)", "", "```", w["alignment"], "```", ""]
+        out += [f"### {w['id']} (speaker {w['speaker']}, WER {w['wer'] * 100:.1f}%)", "",
+                "```", w["alignment"], "```", ""]
     if report["skipped"]["skipped"]:
         out += ["## Skipped", ""]
         out += [f"- {reason}: {item['item']}: {item['detail']}" for reason, items in report["skipped"]["items"].items()

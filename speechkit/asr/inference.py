@@ -52,13 +52,15 @@ class Recognizer:
                  chunk_seconds=30.0, chunk_context_seconds=2.0):
         out_size = network.outputs[0].shape[-1]
         if out_size != vocabulary.size:
-            raise ConfigError(f"{run_dir or 'model'}: network outputs {out_size} classes, vocabulary has {vocabulary.size}")
+            raise ConfigError(f"{run_dir or 'model'}: network outputs {out_size} classes, "
+                              f"vocabulary has {vocabulary.size}")
         in_size = network.inputs[0].shape[-1]
         if in_size != frontend.num_features:
             raise ConfigError(f"{run_dir or 'model'}: network takes {in_size} features per frame, front end gives "
                               f"{frontend.num_features}")
         if batch_size < 1 or max_batch_seconds <= 0:
-            raise ConfigError(f"need batch_size >= 1 and max_batch_seconds > 0, received {batch_size}, {max_batch_seconds}")
+            raise ConfigError(f"need batch_size >= 1 and max_batch_seconds > 0, received {batch_size}, "
+                              f"{max_batch_seconds}")
         self.network = network
         self.vocabulary = vocabulary
         self.frontend = frontend
@@ -86,7 +88,8 @@ class Recognizer:
         order = np.argsort(lengths, kind="stable")
         batches, current = [], []
         for i in order:
-            if current and (len(current) == self.batch_size or lengths[i] * (len(current) + 1) > self.max_batch_samples):
+            full = len(current) == self.batch_size or lengths[i] * (len(current) + 1) > self.max_batch_samples
+            if current and full:
                 batches.append(current)
                 current = []
             current.append(int(i))

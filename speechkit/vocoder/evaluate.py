@@ -31,12 +31,14 @@ import time
 
 import numpy as np
 import scipy.fft
+from matplotlib.figure import Figure
 
 from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import SkipReport
 from speechkit.errors import AudioError, SpeechkitError
-from speechkit.frontend import mel_filterbank, mu_law_decode, mu_law_encode, power_spectrogram
+from speechkit.frontend import log_mel, mel_filterbank, mu_law_decode, mu_law_encode, power_spectrogram
+from speechkit.metrics import wer
 
 __all__ = ["log_spectral_distance", "mel_cepstral_distortion", "evaluate_vocoder"]
 
@@ -117,16 +119,10 @@ def mel_cepstral_distortion(reference, estimate, *, frontend, num_cepstra=24, dy
 
 
 def _plot(path, reference, vocoded, frontend, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from speechkit.frontend import log_mel
-
     mels = [log_mel(a, config=frontend).numpy().T for a in (reference, vocoded)]
     lo, hi = max(min(m.min() for m in mels), max(m.max() for m in mels) - 18.0), max(m.max() for m in mels)
-    fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    fig = Figure(figsize=(10, 5))
+    axes = fig.subplots(2, 1, sharex=True)
     for ax, mel, name in zip(axes, mels, ("original", "vocoded")):
         im = ax.imshow(mel, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
                        extent=[0, mel.shape[1] * frontend.hop_ms / 1000, 0, mel.shape[0]])
@@ -136,7 +132,6 @@ def _plot(path, reference, vocoded, frontend, title):
     fig.colorbar(im, ax=axes, label="log mel power")
     tmp = f"{path[:-4]}.tmp.{os.getpid()}.png"
     fig.savefig(tmp, dpi=80)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -208,8 +203,6 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
         "rtf": synthesis_seconds / total_seconds,
     }
     if recognizer is not None:
-        from speechkit.metrics import wer
-
         refs = [u.text for u in kept]
         hyp_orig = recognizer.transcribe(audios)
         hyp_voc = recognizer.transcribe(vocoded)

@@ -312,7 +312,8 @@ class Vocoder:
             float32 [batch_size, num_samples], the continuation only.
         """
         if self.model.upsampler is not None:
-            raise ConfigError(f"{self.run_dir}: this model is mel-conditioned; it needs a mel to vocode, not free-running generation")
+            raise ConfigError(f"{self.run_dir}: this model is mel-conditioned; it needs a mel to vocode, "
+                              "not free-running generation")
         if prime is not None:
             x_first, state = self.prime(prime, batch_size=batch_size, speaker=speaker)
         else:

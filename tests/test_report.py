@@ -1,0 +1,61 @@
+"""The experiment report reads the ASR and vocoder runs through RunDir; missing or broken parts are left out."""
+
+import json
+import os
+
+from speechkit.asr.beam import DecodeConfig
+from speechkit.frontend import FrontendConfig
+from speechkit.report import collect, write_report
+from speechkit.runs import RunDir
+from speechkit.vocoder.wavenet import WaveNetConfig
+
+
+def _exp(tmp_path):
+    exp = tmp_path / "exp"
+    asr = RunDir(exp / "asr", create=True)
+    asr.save_config({"frontend": FrontendConfig().to_dict()})
+    asr.mark_done({"step": 40, "epochs_done": 2.0, "training_utterances": 12, "stopped": "time_budget",
+                   "throughput_audio_s_per_s": 55.5, "best_dev_wer": 0.5, "parameters": 1234})
+    asr.save_decode_config(DecodeConfig(decoder="beam", alpha=1.25, beta=0.5, lm=str(exp / "lm")))
+    asr.write_text(RunDir.TRAIN_LOG, "epoch,loss,step,val_wer\n0,10.0,20,0.9\n1,5.0,40,0.5\n")
+    asr.write_text(RunDir.BATCHES, "".join(json.dumps({"step": i, "loss": 10.0 - i / 8, "nonfinite": False}) + "\n"
+                                           for i in range(1, 41)))
+    vocoder = RunDir(exp / "vocoder", create=True)
+    model = WaveNetConfig(layers_per_stack=3, stacks=2)
+    vocoder.save_config({"frontend": FrontendConfig(kind="mel", normalize=False).to_dict(), "model": model.to_dict()})
+    vocoder.mark_done({"step": 300, "epochs_done": 3, "stopped": "epochs"})
+    vocoder.write_text(RunDir.TRAIN_LOG, "epoch,accuracy,loss\n0,0.1,4.0\n1,0.2,3.5\n2,0.3,3.0\n")
+    return exp, model
+
+
+def test_report_reads_both_runs(tmp_path):
+    exp, model = _exp(tmp_path)
+    data = write_report(str(exp))
+    assert data["asr_training"]["step"] == 40
+    assert data["decode"]["alpha"] == 1.25 and data["decode"]["lm"] == str(exp / "lm")
+    assert data["vocoder_model"] == model.to_dict() and data["vocoder_frontend"]["kind"] == "mel"
+    text = (exp / "report.md").read_text()
+    assert "Training: 40 steps (2.0 epochs) on 12 utterances, stopped by time budget" in text
+    assert "alpha = 1.25, beta = 0.5" in text
+    assert "2 stacks x 3 layers" in text and "Training: 300 steps (3 epochs), stopped by epochs." in text
+    assert "![training curves](training_curves.png)" in text
+    assert os.path.getsize(exp / "training_curves.png") > 1000
+    assert "data:image/png;base64," in (exp / "report.html").read_text()
+    assert json.loads((exp / "report.json").read_text())["vocoder_training"]["step"] == 300
+    assert not [name for name in os.listdir(exp) if ".tmp." in name]
+
+
+def test_missing_and_broken_parts_are_left_out(tmp_path, caplog):
+    exp, _ = _exp(tmp_path)
+    (exp / "asr" / RunDir.SUMMARY).write_text("{broken")
+    (exp / "vocoder" / RunDir.CONFIG).write_text("frontend: {kind: wavelet}\nmodel: {stacks: 2}\n")
+    data = collect(str(exp))
+    assert data["asr_training"] is None and data["decode"]["alpha"] == 1.25
+    assert data["vocoder_model"] is not None and data["vocoder_frontend"] is None
+    assert "train_summary.json: not valid JSON" in caplog.text and "config.yaml" in caplog.text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    data = write_report(str(empty))
+    assert data["asr_training"] is None and data["vocoder_model"] is None and data["decode"] is None
+    text = (empty / "report.md").read_text()
+    assert "No ASR evaluation yet" in text and "training curves" not in text
