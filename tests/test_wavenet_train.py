@@ -13,23 +13,21 @@ from speechkit.data.manifest import Utterance, write_manifest
 from speechkit.errors import ConfigError, SpeechkitError
 from speechkit.frontend import FrontendConfig, mu_law_encode
 from speechkit.vocoder.data import WindowSampler, corpus_from_dir, load_corpus, window_dataset
-from speechkit.vocoder.train import (
-    VocoderConfig,
-    VocoderTrainConfig,
-    build_model,
-    load_vocoder_config,
-    train_vocoder,
-)
+from speechkit.training import OptimizerConfig
+from speechkit.vocoder.config import VocoderConfig, VocoderTrainConfig, load_vocoder_config
+from speechkit.vocoder.train import build_model, train_vocoder
 from speechkit.vocoder.wavenet import WaveNetConfig, conditioning_mel, silence_class
 
 FRONTEND = FrontendConfig(kind="mel", normalize=False)
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
 
 
-def _tiny_config(**train):
+def _tiny_config(learning_rate=1e-3, **train):
     model = WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
                           head_channels=16, cond_channels=8, num_speakers=2)
-    defaults = dict(batch_size=2, window_frames=4, epochs=2, steps_per_epoch=2, sample_every=0, jit_compile=False)
+    optimizer = OptimizerConfig(learning_rate=learning_rate, warmup_steps=0, schedule="constant", clipnorm=1.0)
+    defaults = dict(batch_size=2, window_frames=4, epochs=2, steps_per_epoch=2, sample_every=0, jit_compile=False,
+                    optimizer=optimizer, checkpoint_every=1)
     return VocoderConfig(frontend=FRONTEND, model=model, train=VocoderTrainConfig(**{**defaults, **train}))
 
 
@@ -133,37 +131,44 @@ def test_tiny_model_overfits_one_clip(tmp_path):
 def test_training_writes_run_and_resumes_exactly(manifest, tmp_path):
     config = _tiny_config()
     straight = train_vocoder(config, out_dir=str(tmp_path / "a"), manifest=manifest, verbose=0)
-    assert straight["optimizer_steps"] == 4 and not straight["stopped_by_time_budget"]
+    assert straight["step"] == 4 and straight["stopped"] == "epochs" and straight["epochs_done"] == 2.0
     assert straight["train_utterances"] == 3
-    for name in ("DONE", "model.keras", "config.yaml", "frontend.yaml", "speakers.json", "skipped.json",
-                 "history.csv"):
+    for name in ("DONE", "train_summary.json", "model.keras", "config.yaml", "speakers.json", "skipped.json",
+                 "train_log.csv", "batches.jsonl", "command.txt", "backup/state.json"):
         assert os.path.isfile(tmp_path / "a" / name), name
+    assert not os.path.exists(tmp_path / "a" / "frontend.yaml") and not os.path.exists(tmp_path / "a" / "history.csv")
+    assert os.path.isdir(tmp_path / "a" / "tensorboard")
     assert json.loads((tmp_path / "a" / "skipped.json").read_text())["by_reason"] == {"too_short": 1}
-    assert not os.path.exists(tmp_path / "a" / "backup")
 
     class Crash(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            raise RuntimeError("simulated crash")
+        """Dies after step 3, the first batch of epoch 1: the checkpoint is in the middle of an epoch."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 3:
+                raise RuntimeError("simulated crash")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0, callbacks=[Crash()])
     assert not os.path.exists(tmp_path / "b" / "DONE")
+    state = json.loads((tmp_path / "b" / "backup" / "state.json").read_text())
+    assert (state["step"], state["epoch"], state["batch"]) == (3, 1, 1)
     resumed = train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0)
-    assert resumed["optimizer_steps"] == 4
+    assert resumed["step"] == 4
+    assert [json.loads(line)["step"] for line in open(tmp_path / "b" / "batches.jsonl")] == [1, 2, 3, 4]
     a = keras.saving.load_model(str(tmp_path / "a" / "model.keras"), compile=False)
     b = keras.saving.load_model(str(tmp_path / "b" / "model.keras"), compile=False)
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_allclose(wa.numpy(), wb.numpy(), atol=1e-6, err_msg=wa.path)
-    with pytest.raises(SpeechkitError, match="DONE"):
-        train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0)
+    again = train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0)
+    assert again["step"] == 4, "a finished run trains no further at the same epochs"
 
 
 def test_time_budget_and_config_mismatch(manifest, tmp_path):
     config = _tiny_config(epochs=50, steps_per_epoch=2, sample_every=1, sample_seconds=0.05)
     summary = train_vocoder(config, out_dir=str(tmp_path / "r"), manifest=manifest, time_budget_min=1e-4,
                             verbose=0)
-    assert summary["stopped_by_time_budget"] and summary["optimizer_steps"] < 100
-    assert os.listdir(tmp_path / "r" / "logs" / "samples")
+    assert summary["stopped"] == "time_budget" and summary["step"] < 100
+    assert os.listdir(tmp_path / "r" / "tensorboard" / "samples")
     other = _tiny_config(learning_rate=0.5)
     os.makedirs(tmp_path / "s")
     (tmp_path / "s" / "config.yaml").write_text("model: {}\n")

@@ -67,15 +67,16 @@ def _command():
 
 
 def _train(args):
-    from speechkit.vocoder.train import load_vocoder_config, train_vocoder
+    from speechkit.vocoder.config import load_vocoder_config
+    from speechkit.vocoder.train import train_vocoder
 
     config = load_vocoder_config(args.config)
     summary = train_vocoder(config, out_dir=args.out, manifest=args.train, audio_dir=args.audio_dir,
                             time_budget_min=args.time_budget, command=_command(),
                             verbose=2 if args.quiet else "auto")
     final = summary["final"]
-    print(f"{args.out}: {summary['optimizer_steps']} steps"
-          f"{' (time budget)' if summary['stopped_by_time_budget'] else ''}; "
+    print(f"{args.out}: {summary['step']} steps"
+          f"{' (time budget)' if summary['stopped'] == 'time_budget' else ''}; "
           f"loss {final.get('loss', float('nan')):.3f}, teacher-forced accuracy {final.get('accuracy', 0) * 100:.1f}%")
 
 
