@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
 TFLITE_FILE = "model.tflite"
 EXPORT_JSON = "export.json"
+FRONTEND_FILE = "frontend.yaml"
 
 
 
@@ -222,9 +223,9 @@ def export_asr(run_dir, out_dir, *, tflite=False):
         start = time.perf_counter()
         tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
         info["saved_model_seconds"] = time.perf_counter() - start
-        atomic_write_text(os.path.join(tmp, "vocabulary.json"),
+        atomic_write_text(os.path.join(tmp, RunDir.VOCABULARY),
                           json.dumps(recognizer.vocabulary.to_dict(), indent=2) + "\n")
-        save_yaml(os.path.join(tmp, "frontend.yaml"), recognizer.frontend)
+        save_yaml(os.path.join(tmp, FRONTEND_FILE), recognizer.frontend)
         if decode is not None:
             save_decode_config(tmp, decode)
         if tflite:
@@ -266,16 +267,16 @@ def tflite_parity(export_dir, module, *, seconds=(1.3, 0.55), seed=0):
 # -- Loading exports -- #
 
 def _read_side_files(export_dir):
-    for name in ("vocabulary.json", "frontend.yaml"):
+    for name in (RunDir.VOCABULARY, FRONTEND_FILE):
         if not os.path.isfile(os.path.join(export_dir, name)):
             raise ExportError(f"{os.path.join(export_dir, name)}: missing; is {export_dir} an ASR export?")
-    path = os.path.join(export_dir, "vocabulary.json")
+    path = os.path.join(export_dir, RunDir.VOCABULARY)
     try:
         with open(path, encoding="utf-8") as f:
             vocabulary = Vocabulary.from_dict(json.load(f))
     except (ValueError, KeyError) as err:
         raise ExportError(f"{path}: not a vocabulary file ({err})") from None
-    path = os.path.join(export_dir, "frontend.yaml")
+    path = os.path.join(export_dir, FRONTEND_FILE)
     return vocabulary, from_dict(FrontendConfig, load_yaml(path), source=path)
 
 

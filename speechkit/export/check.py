@@ -19,7 +19,7 @@ from speechkit.asr.inference import load_run
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import read_manifest
 from speechkit.errors import AudioError
-from speechkit.export.asr import TFLITE_FILE, ExportedRecognizer, ExportError, TFLiteRecognizer
+from speechkit.export.asr import FRONTEND_FILE, TFLITE_FILE, ExportedRecognizer, ExportError, TFLiteRecognizer
 from speechkit.export.vocoder import ExportedVocoder
 from speechkit.vocoder.generation import load_vocoder
 
@@ -58,7 +58,7 @@ def check_asr_export(export_dir, run_dir, utterances, *, limit=4, batch_size=4):
     """
     recognizer = load_run(run_dir)
     exported = ExportedRecognizer(export_dir, batch_size=batch_size)
-    recognizer.frontend.check_matches(exported.frontend, source=os.path.join(export_dir, "frontend.yaml"))
+    recognizer.frontend.check_matches(exported.frontend, source=os.path.join(export_dir, FRONTEND_FILE))
     audios, ids = _load_audios(utterances, recognizer.frontend.sample_rate, limit)
     reference = recognizer.log_probs(audios)
     log_probs, texts = exported.run(audios)
@@ -91,7 +91,7 @@ def check_vocoder_export(export_dir, run_dir, utterances, *, limit=2, max_second
     """
     vocoder = load_vocoder(run_dir)
     exported = ExportedVocoder(export_dir)
-    vocoder.frontend.check_matches(exported.frontend, source=os.path.join(export_dir, "frontend.yaml"))
+    vocoder.frontend.check_matches(exported.frontend, source=os.path.join(export_dir, FRONTEND_FILE))
     audios, ids = _load_audios(utterances, vocoder.frontend.sample_rate, limit, max_seconds)
     speaker = 0 if exported.has_speakers else None
     reference = vocoder.vocode(audios, temperature=0.0, speaker=speaker, backend="tf", batch_size=len(audios))

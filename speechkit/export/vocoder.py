@@ -19,8 +19,9 @@ import tensorflow as tf
 from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text, from_dict, load_yaml, save_yaml
 from speechkit.errors import ConfigError
-from speechkit.export.asr import EXPORT_JSON, SIGNATURE, ExportError, write_export_dir
+from speechkit.export.asr import EXPORT_JSON, FRONTEND_FILE, SIGNATURE, ExportError, write_export_dir
 from speechkit.frontend import FrontendConfig, mu_law_decode
+from speechkit.runs import RunDir
 from speechkit.vocoder.generation import TFGenerator, load_vocoder
 from speechkit.vocoder.wavenet import conditioning_mel, silence_class
 
@@ -170,9 +171,9 @@ def export_vocoder(run_dir, out_dir, *, jit_compile=True):
         tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.from_mel,
                                                      WAVEFORM_SIGNATURE: module.from_waveform})
         info["saved_model_seconds"] = time.perf_counter() - start
-        save_yaml(os.path.join(tmp, "frontend.yaml"), model.frontend)
+        save_yaml(os.path.join(tmp, FRONTEND_FILE), model.frontend)
         if vocoder.speakers:
-            atomic_write_text(os.path.join(tmp, "speakers.json"), json.dumps(vocoder.speakers, indent=1) + "\n")
+            atomic_write_text(os.path.join(tmp, RunDir.SPEAKERS), json.dumps(vocoder.speakers, indent=1) + "\n")
         info["export_seconds"] = time.perf_counter() - started
         atomic_write_text(os.path.join(tmp, EXPORT_JSON), json.dumps(info, indent=2) + "\n")
 
@@ -194,14 +195,14 @@ class ExportedVocoder:
     def __init__(self, export_dir):
         if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
             raise ExportError(f"{export_dir}: no saved_model.pb; is it a vocoder export?")
-        path = os.path.join(export_dir, "frontend.yaml")
+        path = os.path.join(export_dir, FRONTEND_FILE)
         if not os.path.isfile(path):
             raise ExportError(f"{path}: missing; is {export_dir} a vocoder export?")
         self.frontend = from_dict(FrontendConfig, load_yaml(path), source=path)
         self.run_dir = export_dir
         self.speakers = []
-        if os.path.isfile(os.path.join(export_dir, "speakers.json")):
-            with open(os.path.join(export_dir, "speakers.json"), encoding="utf-8") as f:
+        if os.path.isfile(os.path.join(export_dir, RunDir.SPEAKERS)):
+            with open(os.path.join(export_dir, RunDir.SPEAKERS), encoding="utf-8") as f:
                 self.speakers = json.load(f)
         loaded = tf.saved_model.load(export_dir)
         missing = {SIGNATURE, WAVEFORM_SIGNATURE} - set(loaded.signatures)
