@@ -144,7 +144,6 @@ def test_vocode_is_independent_of_batching_and_backend():
 def test_primed_generation_continues_from_the_seed():
     model = _model(conditioning="none", num_speakers=2)
     vocoder = Vocoder(model, speakers=["a", "b"])
-    rng = np.random.default_rng(5)
     seed_audio = (0.5 * np.sin(np.arange(150) / 3.0)).astype(np.float32)
     x_first, state = vocoder.prime(seed_audio, speaker="b")
     seed_classes = mu_law_encode(seed_audio, FRONTEND.mu).numpy()
