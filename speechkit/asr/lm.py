@@ -188,7 +188,7 @@ def build_lm(text_path, out_dir, *, order=4, prune=None, discount_fallback="auto
 
     Estimation is modified Kneser-Ney by ``lmplz`` (Heafield et al., 2013). On small corpora the
     discount estimate can fail (``BadDiscountException``: some count-of-counts is zero); with
-    ``discount_fallback="auto"`` the build is retried with ``--discount_fallback``, KenLM's
+    ``discount_fallback="auto"`` the build is retried with lmplz's fallback discounts, KenLM's
     documented remedy, and lm.json records that it was used.
 
     Args:
@@ -250,7 +250,7 @@ def build_lm(text_path, out_dir, *, order=4, prune=None, discount_fallback="auto
         except KenLMError as err:
             if discount_fallback != "auto" or "discount" not in str(err).lower():
                 raise
-            logger.warning("lmplz could not estimate discounts on this small corpus; retrying with --discount_fallback")
+            logger.warning("lmplz could not estimate discounts on this small corpus; retrying with fallback discounts")
             used_fallback = True
             _run_tool(base + ["--discount_fallback"], step="lmplz")
 
