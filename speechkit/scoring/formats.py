@@ -165,7 +165,8 @@ def read_transcripts(path, *, format=None, role="ref"):
         item = parse(line, where, role=role, base=base)
         if item.id in items:
             raise TextError(f"{where}: duplicate utterance id {item.id!r} (first on line {items[item.id].line})")
-        items[item.id] = dataclasses.replace(item, line=lineno)
+        object.__setattr__(item, "line", lineno)
+        items[item.id] = item
     return TranscriptSet(path=path, format=fmt, items=items)
 
 

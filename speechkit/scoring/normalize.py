@@ -40,9 +40,9 @@ _NUMBER = re.compile(r"(?:(?<![\w.,-])(-)|(?<![\w.,]))(\d{1,3}(?:,\d{3})+|\d+)(\
                      re.IGNORECASE)
 _PUNCTUATION = {cp: " " for cp in range(0x20000)
                 if unicodedata.category(chr(cp))[0] in "PS" and chr(cp) not in "'-"}
-_ACRONYM_DOT = re.compile(r"(?<=[^\W\d_])\.(?=[^\W\d_])|(?<=\b[^\W\d_])\.(?=\s|$)")
-_NUMERIC_SEP = re.compile(r"(?<=\d)[.,](?=\d)")
-_INNER_APOSTROPHE = re.compile(r"(?<=\w)'(?=\w)")
+_ACRONYM_DOT = re.compile(r"\.(?<=[^\W\d_]\.)(?=[^\W\d_])|\.(?<=\b[^\W\d_]\.)(?=\s|$)")
+_NUMERIC_SEP = re.compile(r"[.,](?<=\d[.,])(?=\d)")
+_INNER_APOSTROPHE = re.compile(r"'(?<=\w')(?=\w)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +169,48 @@ class Normalizer:
             return " ".join(text.split())
         return " ".join(self._words(text, mapped=True))
 
+    def batch(self, texts):
+        """Normalise many transcripts at once (the same result as calling the normaliser on each).
+
+        The text steps run once over all transcripts joined by newlines, which is several times faster
+        than one call per transcript on large test sets.
+
+        Args:
+            texts: sequence of str.
+
+        Returns:
+            list of str.
+        """
+        if not texts:
+            return []
+        if not self.config.enabled:
+            return [" ".join(t.split()) for t in texts]
+        joined = "\n".join(t.replace("\n", " ").replace("\r", " ") for t in texts)
+        lines = self._text(joined).split("\n")
+        out = []
+        for line in lines:
+            words = self._filter(line.split())
+            out.append(" ".join(self._map(words)))
+        return out
+
+    def _map(self, words):
+        if not (self._replacements or self._remove):
+            return words
+        out = []
+        for word in words:
+            if word in self._remove:
+                continue
+            out.extend(self._replacements.get(word, (word,)))
+        return out
+
+    def _filter(self, words):
+        return [w for w in words if w.strip("'-")] if self.config.punctuation else words
+
     def _words(self, text, *, mapped):
+        words = self._filter(self._text(text).split())
+        return tuple(self._map(words) if mapped else words)
+
+    def _text(self, text):
         c = self.config
         text = unicodedata.normalize("NFKC", text).translate(_CHAR_MAP)
         if c.numbers == "spell":
@@ -192,14 +233,4 @@ class Normalizer:
             text = _ACRONYM_DOT.sub("", text)
             text = _NUMERIC_SEP.sub(lambda m: "\x01" if m.group() == "." else "\x02", text)
             text = text.translate(_PUNCTUATION).replace("\x01", ".").replace("\x02", ",")
-        words = text.split()
-        if c.punctuation:
-            words = [w for w in words if w.strip("'-")]
-        if mapped and (self._replacements or self._remove):
-            out = []
-            for word in words:
-                if word in self._remove:
-                    continue
-                out.extend(self._replacements.get(word, (word,)))
-            words = out
-        return tuple(words)
+        return text

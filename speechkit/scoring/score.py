@@ -215,8 +215,8 @@ def score_sets(reference, systems, *, config=None, sclite=False):
                         "(missing policy 'empty').")
     if not ids:
         raise TextError(f"{reference.path}: no utterances to score")
-    refs = [normalize(reference.items[u].text) if u in reference.items else "" for u in ids]
-    hyps_norm = [[normalize(t[u]) if u in t else "" for u in ids] for t in hyp_texts]
+    refs = normalize.batch([reference.items[u].text if u in reference.items else "" for u in ids])
+    hyps_norm = [normalize.batch([t.get(u, "") for u in ids]) for t in hyp_texts]
     speakers = _speakers(ids, reference, [h for _, h in systems], config.speaker_pattern)
 
     ref_words = np.array([len(r.split()) for r in refs], np.int64)

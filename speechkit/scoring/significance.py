@@ -47,7 +47,7 @@ def bootstrap_sums(values, *, resamples=1000, seed=0, chunk=50):
     out = np.empty((resamples, values.shape[1]))
     for start in range(0, resamples, chunk):
         rows = min(chunk, resamples - start)
-        draws = rng.integers(0, n, size=(rows, n), dtype=np.int64)
+        draws = rng.integers(0, n, size=(rows, n), dtype=np.int32)
         weights = np.empty((rows, n))
         for r in range(rows):
             weights[r] = np.bincount(draws[r], minlength=n)
