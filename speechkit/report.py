@@ -181,6 +181,12 @@ def _floats(rows, key):
     return out
 
 
+def _num(summary, key):
+    """``summary[key]`` as a float; NaN when absent or None (a stage that measured nothing)."""
+    value = summary.get(key)
+    return float("nan") if value is None else float(value)
+
+
 def _pct(value):
     return "–" if value is None else f"{100 * value:.2f}%"
 
@@ -218,13 +224,12 @@ def _markdown(data, exp_dir, curves_png):
         lines.append("")
     training = data["asr_training"]
     if training:
-        epochs = training.get("epochs_done", training.get("epoch")) or 0
-        lines += [f"Training: {training.get('step')} steps ({epochs:.1f} epochs) on "
+        lines += [f"Training: {training.get('step')} steps ({_num(training, 'epochs_done'):.1f} epochs) on "
                   f"{training.get('training_utterances')} utterances, "
                   f"stopped by {str(training.get('stopped')).replace('_', ' ')}; "
-                  f"{training.get('throughput_audio_s_per_s', float('nan')):.1f} s of audio per second "
-                  f"({training.get('audio_s_per_cpu_s', float('nan')):.1f} per CPU-second); best dev WER "
-                  f"{_pct(training.get('best_dev_wer'))}; {training.get('parameters', 0):,} parameters.", ""]
+                  f"{_num(training, 'throughput_audio_s_per_s'):.1f} s of audio per second "
+                  f"({_num(training, 'audio_s_per_cpu_s'):.1f} per CPU-second); best dev WER "
+                  f"{_pct(training.get('best_dev_wer'))}; {training.get('parameters') or 0:,} parameters.", ""]
     decode, lm = data["decode"], data["lm"]
     if decode:
         lines += [f"Tuned on dev: alpha = {decode.get('alpha')}, beta = {decode.get('beta')}, "
@@ -248,9 +253,9 @@ def _markdown(data, exp_dir, curves_png):
                   f"({rf.ms:.1f} ms).", ""]
     training = data.get("vocoder_training")
     if training:
-        epochs = training.get("epochs_done", training.get("epoch"))
-        lines += [f"Training: {training.get('step')} steps ({epochs} epochs), stopped by "
-                  f"{str(training.get('stopped')).replace('_', ' ')}.", ""]
+        lines += [f"Training: {training.get('step')} steps ({_num(training, 'epochs_done'):.1f} epochs), stopped by "
+                  f"{str(training.get('stopped')).replace('_', ' ')}; "
+                  f"{_num(training, 'samples_per_second'):,.0f} samples per second.", ""]
     v = data["vocoder_eval"]
     if not v:
         lines += ["No vocoder evaluation yet (stage 8 has not run).", ""]

@@ -23,9 +23,14 @@ def _exp(tmp_path):
     vocoder = RunDir(exp / "vocoder", create=True)
     model = WaveNetConfig(layers_per_stack=3, stacks=2)
     vocoder.save_config({"frontend": FrontendConfig(kind="mel", normalize=False).to_dict(), "model": model.to_dict()})
-    vocoder.mark_done({"step": 300, "epochs_done": 3, "stopped": "epochs"})
+    vocoder.mark_done({"step": 300, "epochs_done": 3, "stopped": "epochs", "samples_per_second": 12345.6})
     vocoder.write_text(RunDir.TRAIN_LOG, "epoch,accuracy,loss\n0,0.1,4.0\n1,0.2,3.5\n2,0.3,3.0\n")
     return exp, model
+
+
+def write_report_text(exp):
+    write_report(str(exp))
+    return (exp / "report.md").read_text()
 
 
 def test_report_reads_both_runs(tmp_path):
@@ -37,7 +42,8 @@ def test_report_reads_both_runs(tmp_path):
     text = (exp / "report.md").read_text()
     assert "Training: 40 steps (2.0 epochs) on 12 utterances, stopped by time budget" in text
     assert "alpha = 1.25, beta = 0.5" in text
-    assert "2 stacks x 3 layers" in text and "Training: 300 steps (3 epochs), stopped by epochs." in text
+    assert "2 stacks x 3 layers" in text
+    assert "Training: 300 steps (3.0 epochs), stopped by epochs; 12,346 samples per second." in text
     assert "![training curves](training_curves.png)" in text
     assert os.path.getsize(exp / "training_curves.png") > 1000
     assert "data:image/png;base64," in (exp / "report.html").read_text()
@@ -48,11 +54,13 @@ def test_report_reads_both_runs(tmp_path):
 def test_missing_and_broken_parts_are_left_out(tmp_path, caplog):
     exp, _ = _exp(tmp_path)
     (exp / "asr" / RunDir.SUMMARY).write_text("{broken")
+    RunDir(exp / "vocoder").mark_done({"step": 1, "throughput_audio_s_per_s": None})
     (exp / "vocoder" / RunDir.CONFIG).write_text("frontend: {kind: wavelet}\nmodel: {stacks: 2}\n")
     data = collect(str(exp))
     assert data["asr_training"] is None and data["decode"]["alpha"] == 1.25
     assert data["vocoder_model"] is not None and data["vocoder_frontend"] is None
     assert "train_summary.json: not valid JSON" in caplog.text and "config.yaml" in caplog.text
+    assert "Training: 1 steps (nan epochs), stopped by None; nan samples per second." in write_report_text(exp)
     empty = tmp_path / "empty"
     empty.mkdir()
     data = write_report(str(empty))
