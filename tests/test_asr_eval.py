@@ -205,6 +205,8 @@ def test_load_run_checks_front_end(tiny_run, tmp_path):
     changed.write_text(RunDir.CONFIG, yaml.safe_dump({"model": saved["model"]}))
     with pytest.raises(RunError, match=r"config\.yaml: no frontend section"):
         load_run(changed.path)
+    alone = _copy_run(tiny_run, tmp_path / "alone", names=(RunDir.MODEL, RunDir.VOCABULARY))
+    assert load_run(alone.path).frontend == FrontendConfig(kind="mel", n_mels=20)
     with pytest.raises(RunError, match="model.keras: missing"):
         load_run(str(tmp_path))
     with pytest.raises(RunError, match="no such run directory"):

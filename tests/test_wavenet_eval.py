@@ -113,6 +113,8 @@ def test_load_vocoder_rejects_mismatched_config(tmp_path):
     with pytest.raises(ConfigError, match=r"speakers\.json: names 2 speakers, the model has 0"):
         load_vocoder(run.path)
     os.remove(run.file(RunDir.SPEAKERS))
+    os.remove(run.file(RunDir.CONFIG))
+    assert load_vocoder(run.path).frontend == FRONTEND
     os.remove(run.file(RunDir.MODEL))
     with pytest.raises(RunError, match=r"model\.keras: missing"):
         load_vocoder(run.path)

@@ -243,8 +243,9 @@ class Recognizer:
 def load_run(run_dir, *, expected_frontend=None, batch_size=16, chunk_seconds=30.0):
     """Load a trained Deep Speech 2 run through ``RunDir``, checking that its parts agree.
 
-    The front end comes from the run's ``config.yaml`` (``RunDir.frontend``) and must equal the
-    one the network carries in its own config; the vocabulary must match the network's outputs.
+    The network carries its own front end (``DeepSpeech2.frontend``); when the run has a
+    ``config.yaml``, its ``frontend`` section (``RunDir.frontend``) must equal it. The vocabulary
+    must match the network's outputs.
 
     Args:
         run_dir: str or RunDir, a directory written by ASR training.
@@ -256,20 +257,21 @@ def load_run(run_dir, *, expected_frontend=None, batch_size=16, chunk_seconds=30
         Recognizer.
 
     Raises:
-        RunError: a file is missing or unreadable, or ``model.keras`` is not a Deep Speech 2 model;
-        ConfigError: the run's front end differs from the network's, from ``expected_frontend``, or
-        the vocabulary from the network's output size.
+        RunError: ``model.keras`` or ``vocabulary.json`` is missing, a file is unreadable, or the
+        model is not a Deep Speech 2 model; ConfigError: the run's front end differs from the
+        network's, or from ``expected_frontend``, or the vocabulary from the network's output size.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    for name in (RunDir.MODEL, RunDir.CONFIG, RunDir.VOCABULARY):
+    for name in (RunDir.MODEL, RunDir.VOCABULARY):
         if not run.exists(name):
             raise RunError(f"{run.file(name)}: missing; is {run.path} a trained ASR run?")
-    frontend = run.frontend()
     vocabulary = run.vocabulary()
     network = run.load_model(cls=DeepSpeech2)
-    run.check_frontend(network.frontend, source=run.file(RunDir.MODEL))
+    frontend = network.frontend
+    if run.exists(RunDir.CONFIG):
+        run.check_frontend(frontend, source=run.file(RunDir.MODEL))
     if expected_frontend is not None:
-        frontend.check_matches(expected_frontend, source=run.file(RunDir.CONFIG))
+        frontend.check_matches(expected_frontend, source=run.file(RunDir.MODEL))
     logger.info("loaded %s: %d parameters, %s features", run.file(RunDir.MODEL), network.count_params(), frontend.kind)
     return Recognizer(network, vocabulary=vocabulary, frontend=frontend, run_dir=run.path, batch_size=batch_size,
                       chunk_seconds=chunk_seconds)

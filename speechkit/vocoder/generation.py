@@ -335,8 +335,8 @@ def _shift_right(classes, first):
 def load_vocoder(run_dir):
     """Load a trained vocoder run through ``RunDir`` and check that its parts agree.
 
-    The WaveNet carries its own config and front end; they must equal the ``model`` and
-    ``frontend`` sections of the run's ``config.yaml``, and ``speakers.json`` (when present) must
+    The WaveNet carries its own config and front end; when the run has a ``config.yaml``, they
+    must equal its ``model`` and ``frontend`` sections, and ``speakers.json`` (when present) must
     name one speaker per embedding row.
 
     Args:
@@ -346,21 +346,20 @@ def load_vocoder(run_dir):
         Vocoder.
 
     Raises:
-        RunError: the run, its ``config.yaml`` or ``model.keras`` is missing or unreadable, or the
-            model is not a speechkit WaveNet; ConfigError: the run's front end, model config or
+        RunError: the run or its ``model.keras`` is missing, a file is unreadable, or the model is
+            not a speechkit WaveNet; ConfigError: the run's front end, model config or
             speakers differ from the model's.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    for name in (RunDir.MODEL, RunDir.CONFIG):
-        if not run.exists(name):
-            raise RunError(f"{run.file(name)}: missing; is {run.path} a finished vocoder run?")
+    if not run.exists(RunDir.MODEL):
+        raise RunError(f"{run.file(RunDir.MODEL)}: missing; is {run.path} a finished vocoder run?")
     model_path = run.file(RunDir.MODEL)
-    run.frontend()
     model = run.load_model(cls=WaveNet)
-    run.check_frontend(model.frontend, source=model_path)
-    saved = run.read_config().get("model")
-    if saved is not None and WaveNetConfig.from_dict(saved, source=run.file(RunDir.CONFIG)) != model.config:
-        raise ConfigError(f"{model_path}: model config differs from {run.file(RunDir.CONFIG)}")
+    if run.exists(RunDir.CONFIG):
+        run.check_frontend(model.frontend, source=model_path)
+        saved = run.read_config().get("model")
+        if saved is not None and WaveNetConfig.from_dict(saved, source=run.file(RunDir.CONFIG)) != model.config:
+            raise ConfigError(f"{model_path}: model config differs from {run.file(RunDir.CONFIG)}")
     speakers = run.speakers()
     if speakers and len(speakers) != model.config.num_speakers:
         raise ConfigError(f"{run.file(RunDir.SPEAKERS)}: names {len(speakers)} speakers, the model has "
