@@ -24,6 +24,7 @@ from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.inference import load_run
 from speechkit.cli import main
 from speechkit.data.manifest import Utterance, read_manifest, write_manifest
+from speechkit.runs import RunDir
 
 RATE = 16000
 
@@ -129,7 +130,7 @@ def asr_run(tmp_path_factory):
 
 
 def test_training_drops_and_counts_bad_manifest_lines_and_labels(asr_run):
-    skipped = json.load(open(os.path.join(asr_run, "train_skipped.json")))
+    skipped = json.load(open(os.path.join(asr_run, RunDir.SKIPPED)))
     assert skipped["by_reason"] == {"bad_fields": 1, "bad_text": 1, "ctc_impossible": 1, "not_json": 1}
     assert skipped["items"]["ctc_impossible"][0]["item"] == "too_long"
     assert "train.jsonl:7" in skipped["items"]["not_json"][0]["item"]
