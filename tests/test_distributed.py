@@ -57,22 +57,29 @@ def runs(tmp_path_factory):
     preset = write_preset(str(root / "tiny.yaml"), tiny_config(batch_size=4, epochs=2, checkpoint_every=1))
     mirrored = subprocess.Popen([sys.executable, "-c", _TWO_CPUS, preset, manifest, str(root)], env=subprocess_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(2)]}
     scratch = root / "worker-tmp"
     scratch.mkdir()
-    workers = []
-    for index in range(2):
-        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        env = subprocess_env(TF_CONFIG=config, TMPDIR=str(scratch))
-        command = speechkit_command("train", "asr", "--config", preset, "--train", manifest, "--out",
-                                    str(root / "multi-worker"), "--strategy", "multi-worker", "--quiet")
-        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    # A generous budget: the workers agree on it at every step, and it never stops them.
+    workers = _workers(preset, manifest, root / "multi-worker", scratch, budgets=("30", "30"))
     outputs = {"mirrored": mirrored.communicate(timeout=500)[0]}
     assert mirrored.returncode == 0, outputs["mirrored"][-4000:]
     for index, worker in enumerate(workers):
         outputs[f"worker{index}"] = worker.communicate(timeout=500)[0]
         assert worker.returncode == 0, outputs[f"worker{index}"][-4000:]
     return root, outputs
+
+
+def _workers(preset, manifest, out, scratch, *, budgets):
+    """Start one ``train asr --strategy multi-worker`` process per entry of ``budgets`` (minutes)."""
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in budgets]}
+    workers = []
+    for index, budget in enumerate(budgets):
+        config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = subprocess_env(TF_CONFIG=config, TMPDIR=str(scratch))
+        command = speechkit_command("train", "asr", "--config", preset, "--train", manifest, "--out", str(out),
+                                    "--strategy", "multi-worker", "--quiet", "--time-budget", budget)
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return workers
 
 
 @pytest.mark.slow
@@ -121,18 +128,25 @@ def test_multi_worker_writes_one_consistent_checkpoint(runs):
 
 
 def test_multi_worker_needs_tf_config(tmp_path, monkeypatch):
-    from speechkit.asr.train import _make_strategy
     from speechkit.errors import ConfigError
+    from speechkit.training import make_strategy
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ConfigError, match="TF_CONFIG"):
-        _make_strategy("multi-worker")
+        make_strategy("multi-worker")
 
 
-def test_multi_worker_refuses_a_time_budget(tmp_path):
-    from speechkit.asr.train import train
-    from speechkit.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="time budget"):
-        train(tiny_config(), train_manifest=str(tmp_path / "none.jsonl"), out_dir=str(tmp_path / "run"),
-              strategy="multi-worker", time_budget=1.0)
+@pytest.mark.slow
+def test_multi_worker_time_budget_stops_every_worker_at_the_same_step(runs):
+    """Worker 0 runs out of time at once, worker 1 has plenty: both must stop after the same step, not hang."""
+    root, _ = runs
+    manifest = str(root / "data" / "train.jsonl")
+    out, scratch = root / "budget", root / "budget-tmp"
+    scratch.mkdir()
+    workers = _workers(str(root / "tiny.yaml"), manifest, out, scratch, budgets=("0.0001", "30"))
+    for index, worker in enumerate(workers):
+        output = worker.communicate(timeout=300)[0]
+        assert worker.returncode == 0, f"worker {index}: {output[-4000:]}"
+    summary = json.load(open(out / "train_summary.json"))
+    assert summary["stopped"] == "time_budget" and 1 <= summary["step"] < STEPS
+    assert len(_losses(str(out))) == summary["step"]

@@ -71,7 +71,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(tmp_path):
 
     summary = _read_json(os.path.join(run, "train_summary.json"))
     assert summary["step"] == STEPS and summary["stopped"] == "epochs"
-    assert _read_json(os.path.join(run, "DONE")) == {"reason": "epochs", "step": STEPS}
+    assert _read_json(os.path.join(run, "DONE")) == summary
 
     log = [json.loads(line) for line in open(os.path.join(run, "batches.jsonl"))]
     assert [entry["step"] for entry in log] == list(range(1, STEPS + 1))
@@ -103,23 +103,20 @@ class _Killed(BaseException):
 def tracker(tmp_path):
     import keras
 
-    from speechkit.asr.deepspeech2 import build_deepspeech2
     from speechkit.asr.ctc import CTCTrainer
-    from speechkit.asr.train import _make_optimizer, _TrainState
+    from speechkit.asr.deepspeech2 import build_deepspeech2
+    from speechkit.training import Checkpoint, TrainState, make_optimizer
 
     config = tiny_config()
     network = build_deepspeech2(config.model, frontend=config.frontend)
     trainer = CTCTrainer(network)
-    trainer.compile(optimizer=_make_optimizer(config.optimizer), jit_compile=False)
+    trainer.compile(optimizer=make_optimizer(config.optimizer), jit_compile=False)
     trainer([np.zeros((1, 8, 16), np.float32), np.array([8], np.int32)])
     trainer.optimizer.build(trainer.trainable_variables)
-    state = {"epoch": 0, "batch": 1, "step": 0, "best_dev_wer": None, "audio_seconds": 1.0, "train_seconds": 1.0}
-    callback = _TrainState(str(tmp_path), state=state, checkpoint_every=1, log_every=1, time_budget_s=None,
-                           fingerprint="abc")
+    state = TrainState(epoch=0, batch=1, step=0, audio_seconds=1.0, train_seconds=1.0, fingerprint="abc")
+    callback = Checkpoint(str(tmp_path / "backup"), state=state, every=1)
     callback.set_model(trainer)
-    callback.begin_epoch(0, [[0], [1], [2]], 0, [1.0, 1.0, 1.0])
     yield callback, trainer
-    callback.batch_log.close()
     keras.backend.clear_session()
 
 
@@ -130,7 +127,7 @@ def test_checkpoint_killed_while_writing_weights_keeps_the_last_one(tracker, tmp
     assert good_state["step"] == 0
 
     trainer.optimizer.iterations.assign(7)
-    callback.state["batch"] = 2
+    callback.state.batch, callback.state.step = 2, 7
 
     def dies_half_way(path):
         with open(path, "wb") as f:
@@ -152,9 +149,9 @@ def test_checkpoint_killed_while_writing_weights_keeps_the_last_one(tracker, tmp
     trainer.load_weights(str(tmp_path / "backup" / state["weights"]))
     assert int(trainer.optimizer.iterations.numpy()) == 0
 
-    from speechkit.asr.train import _remove_partial_files
+    from speechkit.training import Checkpoint
 
-    _remove_partial_files(str(tmp_path))
+    Checkpoint.remove_partial_files(str(tmp_path / "backup"))
     assert sorted(os.listdir(tmp_path / "backup")) == ["ckpt-00000000.weights.h5", "state.json"]
 
 
@@ -182,10 +179,10 @@ def test_state_and_manifest_writes_are_all_or_nothing(tmp_path, monkeypatch):
 
 
 def test_resume_cuts_the_batch_log_back_to_the_checkpoint(tmp_path):
-    from speechkit.asr.train import _truncate_batch_log
+    from speechkit.training import Progress, TrainState
 
     lines = [json.dumps({"epoch": e, "batch": b, "step": 3 * e + b + 1, "ids": []}) for e in range(2) for b in range(3)]
     (tmp_path / "batches.jsonl").write_text("\n".join(lines) + "\n" + '{"epoch": 1, "ba')
-    _truncate_batch_log(str(tmp_path), {"epoch": 1, "batch": 1})
+    Progress.truncate(str(tmp_path), TrainState(epoch=1, batch=1))
     kept = [json.loads(line) for line in (tmp_path / "batches.jsonl").read_text().splitlines()]
     assert [(e["epoch"], e["batch"]) for e in kept] == [(0, 0), (0, 1), (0, 2), (1, 0)]

@@ -10,13 +10,14 @@ import tensorflow as tf
 
 from _tiny_asr import tiny_config, write_corpus
 from speechkit.asr import ctc as ctc_module
-from speechkit.asr import train as train_module
 from speechkit.asr.ctc import CTCTrainer
 from speechkit.asr.deepspeech2 import build_deepspeech2
-from speechkit.asr.train import _make_optimizer, select_utterances, train
+from speechkit.asr.train import select_utterances, train
 from speechkit.data.manifest import read_manifest
 from speechkit.errors import SpeechkitError
 from speechkit.text import Vocabulary
+from speechkit.training import callbacks as callbacks_module
+from speechkit.training import make_optimizer
 
 VOCAB = Vocabulary()
 
@@ -27,7 +28,7 @@ def trainer():
     keras.utils.set_random_seed(0)
     network = build_deepspeech2(config.model, frontend=config.frontend, vocab_size=VOCAB.size)
     model = CTCTrainer(network)
-    model.compile(optimizer=_make_optimizer(config.optimizer), jit_compile=False)
+    model.compile(optimizer=make_optimizer(config.optimizer), jit_compile=False)
     model([np.zeros((1, 8, 16), np.float32), np.array([8], np.int32)])
     model.optimizer.build(model.trainable_variables)
     return model
@@ -123,7 +124,7 @@ def test_training_skips_and_counts_a_nan_batch(tmp_path, monkeypatch):
 def test_training_stops_when_every_step_is_non_finite(tmp_path, monkeypatch):
     manifest = write_corpus(str(tmp_path / "data"), ["AB", "CAB", "BAD", "DAB", "ACE", "BED", "FED", "FADE"])
     monkeypatch.setattr(ctc_module, "ctc_loss", _poison("A"))
-    monkeypatch.setattr(train_module, "_MAX_CONSECUTIVE_NONFINITE", 2)
+    monkeypatch.setattr(callbacks_module, "MAX_CONSECUTIVE_NONFINITE", 2)
     with pytest.raises(SpeechkitError, match=r"2 steps in a row .* epoch 0, batch 1 \(utterances u0"):
         train(tiny_config(epochs=1), train_manifest=manifest, out_dir=str(tmp_path / "run"), verbose=0)
 
@@ -136,7 +137,7 @@ def test_nan_step_under_float16_loss_scaling_changes_nothing():
     try:
         network = build_deepspeech2(config.model, frontend=config.frontend, vocab_size=VOCAB.size)
         model = CTCTrainer(network)
-        model.compile(optimizer=_make_optimizer(config.optimizer), jit_compile=False)
+        model.compile(optimizer=make_optimizer(config.optimizer), jit_compile=False)
         model([np.zeros((1, 8, 16), np.float32), np.array([8], np.int32)])
         model.optimizer.build(model.trainable_variables)
     finally:

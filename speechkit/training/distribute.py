@@ -11,6 +11,7 @@ in the next collective step forever, so such flags go through ``any_worker``: an
 every worker calls at the same step.
 """
 
+import functools
 import os
 
 import tensorflow as tf
@@ -78,9 +79,18 @@ def any_worker(strategy, flag):
     """
     if not multi_worker(strategy):
         return bool(flag)
-    local = tf.constant(1.0 if flag else 0.0)
-    values = strategy.run(lambda: tf.identity(local))
-    return bool(strategy.reduce(tf.distribute.ReduceOp.MAX, values, axis=None).numpy() > 0)
+    agreed = _all_sum(strategy)(tf.constant(1.0 if flag else 0.0))
+    return bool(strategy.experimental_local_results(agreed)[0].numpy() > 0)
+
+
+@functools.lru_cache(maxsize=4)
+def _all_sum(strategy):
+    """A compiled all-reduce (sum over every replica of every worker) of a float32 scalar."""
+
+    def replica_max(value):
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(value))
+
+    return tf.function(lambda value: strategy.run(replica_max, args=(value,)))
 
 
 def precision_policy(mixed_precision):
