@@ -59,7 +59,8 @@ def main():
         wall = time.perf_counter() - start
     agree = args.pairs if check["agree"] else f"at most {args.pairs - len(check['mismatches'])}"
     print(row(f"{args.pairs} adversarial pairs, N {n}: speechkit S/D/I {split(ours)}% WER {ours['wer'] * 100:.2f}%; "
-              f"sclite {split(theirs)}% WER {theirs['wer'] * 100:.2f}%; jiwer {jiwer_split}% WER {jiwer_wer * 100:.2f}%; "
+              f"sclite {split(theirs)}% WER {theirs['wer'] * 100:.2f}%; "
+              f"jiwer {jiwer_split}% WER {jiwer_wer * 100:.2f}%; "
               f"utterances with all four counts equal to sclite's: {agree}/{args.pairs}; "
               f"`speechkit score` on {args.speed_pairs:,} pairs (1 system, 1000 bootstrap resamples, 3 reports): "
               f"{wall:.1f} s wall"))

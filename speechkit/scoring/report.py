@@ -152,7 +152,8 @@ def _sections(report, table):
             t = s["sclite"]["counts"]
             rows.append([s["name"], f"{s['substitutions']}/{s['deletions']}/{s['insertions']}",
                          f"{t['S']}/{t['D']}/{t['I']}", f"{_pct(s['wer'])} / {_pct(t['wer'])}",
-                         "yes" if s["sclite"]["agree"] else f"NO ({len(s['sclite']['mismatches'])}+ utterances differ)"])
+                         "yes" if s["sclite"]["agree"]
+                         else f"NO ({len(s['sclite']['mismatches'])}+ utterances differ)"])
         sections.append(("Cross-check with NIST sclite", table(
             ["system", "speechkit S/D/I", "sclite S/D/I", "WER % speechkit / sclite", "every utterance agrees"], rows)))
     if report["speakers"]:
@@ -262,7 +263,7 @@ def _svg_speakers(report):
 
 def render_html(report):
     """The report as one self-contained HTML page (str): inline CSS and SVG, no scripts, no external files."""
-    body = [f"<h1>Scoring report</h1>"]
+    body = ["<h1>Scoring report</h1>"]
     for title, content in _sections(report, _html_table):
         if title:
             body.append(f"<h2>{html.escape(title)}</h2>")

@@ -127,7 +127,8 @@ _WORDS = ("THE", "A", "OF", "AND", "TO", "IN", "HE", "SHE", "IT", "WAS", "THAT",
           "HAD", "YOU", "NOT", "BE", "ON", "AT", "BY", "WHICH", "HAVE", "FROM", "THIS", "HIM", "BUT", "ALL", "SAID",
           "WERE", "THEY", "ARE", "ONE", "MY", "SO", "THERE", "WHEN", "WHAT", "COULD", "WOULD", "LITTLE", "GREAT",
           "TIME", "MAN", "BEFORE", "HOUSE", "NIGHT", "DON'T", "O'CLOCK", "WELL", "WHERE", "OLD", "NEVER", "AGAIN")
-_NON_ASCII = ("CAFÉ", "NAÏVE", "STRASSE", "STRAßE", "ÜBER", "ZOË", "JOSÉ", "ЖИЗНЬ", "ДОМ", "日本", "東京", "ΛΟΓΟΣ", "ÅR")
+_NON_ASCII = ("CAFÉ", "NAÏVE", "STRASSE", "STRAßE", "ÜBER", "ZOË", "JOSÉ", "ЖИЗНЬ", "ДОМ", "日本", "東京", "ΛΟΓΟΣ",
+              "ÅR")
 
 
 def _perturb(rng, words, sub, dele, ins, vocab):
@@ -167,7 +168,8 @@ def adversarial_pairs(count=400, *, seed=0):
         lambda: ("", " ".join(rng.choices(vocab, k=rng.randint(1, 6)))),
         lambda: (" ".join(rng.choices(vocab, k=rng.randint(1, 12))), ""),
         lambda: ("", ""),
-        lambda: (" ".join([rng.choice(vocab)] * rng.randint(2, 8)), " ".join([rng.choice(vocab[:3])] * rng.randint(1, 9))),
+        lambda: (" ".join([rng.choice(vocab)] * rng.randint(2, 8)),
+                 " ".join([rng.choice(vocab[:3])] * rng.randint(1, 9))),
         lambda: _shifted(rng, vocab),
         lambda: _pair(rng, mixed, (3, 15), (0.2, 0.1, 0.1)),
         lambda: _pair(rng, vocab, (500, 1500), (0.15, 0.08, 0.05)),
