@@ -249,8 +249,8 @@ def align_corpus(refs, hyps, *, unit="word", weights=SCLITE_WEIGHTS):
     _align_all(ref_tokens, ref_offsets, hyp_tokens, hyp_offsets, int(weights[0]), int(weights[1]),
                int(weights[2]), counts, ops, op_ref, op_hyp, op_offsets)
     return CorpusAlignment(counts=counts, ops=ops, op_ref=op_ref, op_hyp=op_hyp, op_offsets=op_offsets,
-                           ref_tokens=ref_tokens, ref_offsets=ref_offsets, hyp_tokens=hyp_tokens, hyp_offsets=hyp_offsets,
-                           vocabulary=vocabulary)
+                           ref_tokens=ref_tokens, ref_offsets=ref_offsets, hyp_tokens=hyp_tokens,
+                           hyp_offsets=hyp_offsets, vocabulary=vocabulary)
 
 
 class _CodePoints:
