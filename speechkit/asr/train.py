@@ -286,7 +286,7 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
                           save_model=lambda: run.save_model(network), checkpoint_every=config.checkpoint_every,
                           log_every=config.log_every, metric=metric,
                           time_budget_s=None if time_budget is None else 60.0 * time_budget, started=started,
-                          strategy=dist, restore_from=home.backup_dir, verbose=verbose)
+                          strategy=dist, home=home, verbose=verbose)
     except tf.errors.OpError as err:
         bad = re.search(r"AudioError: ([^\n]*)", str(err))
         if bad is None:

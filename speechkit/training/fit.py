@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def fit_run(model, *, run, state, dataset_at, steps_per_epoch, epochs, describe, save_model, checkpoint_every,
-            log_every, metric=None, time_budget_s=None, started=None, strategy=None, restore_from=None,
+            log_every, metric=None, time_budget_s=None, started=None, strategy=None, home=None,
             keep_checkpoints=1, callbacks=(), verbose="auto"):
     """Train ``model`` from ``state``'s position to the end of epoch ``epochs - 1`` (or the time budget).
 
@@ -53,8 +53,8 @@ def fit_run(model, *, run, state, dataset_at, steps_per_epoch, epochs, describe,
         time_budget_s: optional float, seconds from ``started`` after which training stops cleanly.
         started: optional ``time.monotonic()`` value the budget counts from (default: now).
         strategy: the ``tf.distribute`` strategy the model was built under (default: the current one).
-        restore_from: optional str, the backup directory holding ``state.weights`` (default:
-            ``run.backup_dir``; other workers read the chief's).
+        home: optional ``RunDir`` whose ``backup/`` holds ``state.weights`` (default: ``run``; the
+            other workers of a multi-worker run write to scratch and read the chief's checkpoint).
         keep_checkpoints: int > 0, weight files kept in ``backup/``.
         callbacks: extra Keras callbacks, run after the built-in ones.
         verbose: Keras ``fit`` verbosity.
@@ -72,11 +72,11 @@ def fit_run(model, *, run, state, dataset_at, steps_per_epoch, epochs, describe,
     Progress.truncate(run.path, state)
     checkpoint = Checkpoint(run.backup_dir, state=state, every=checkpoint_every, keep=keep_checkpoints)
     checkpoint.set_model(model)
+    home = home or run
     if state.weights:
         with strategy.scope():
-            checkpoint.restore(model, restore_from)
-        logger.info("resuming %s at step %d (epoch %d, batch %d)", restore_from or run.path, state.step,
-                    state.epoch, state.batch)
+            checkpoint.restore(model, home.backup_dir)
+        logger.info("resuming %s at step %d (epoch %d, batch %d)", home.path, state.step, state.epoch, state.batch)
     progress = Progress(run.path, state=state, steps_per_epoch=steps_per_epoch, describe=describe)
     dev = None
     if metric is not None:
