@@ -62,8 +62,8 @@ def test_mini_recipe_fast_writes_the_report(mini_fast):
 def test_mini_recipe_skips_finished_stages(mini_fast):
     data, exp, _ = mini_fast
     before = (exp / "asr" / "model.keras").stat().st_mtime
-    proc = _run(["bash", "recipes/mini/run.sh", "--data", str(data), "--exp", str(exp), "--stage", "2", "--stop-stage", "6"],
-                REPO, {"FAST": "1"}, timeout=300)
+    proc = _run(["bash", "recipes/mini/run.sh", "--data", str(data), "--exp", str(exp), "--stage", "2",
+                 "--stop-stage", "6"], REPO, {"FAST": "1"}, timeout=300)
     assert "Stage 4:" in proc.stdout + proc.stderr
     assert (exp / "asr" / "model.keras").stat().st_mtime == before
 
@@ -86,5 +86,6 @@ def test_librispeech_recipe_on_a_synthetic_fixture(mini_fast, tmp_path):
 
 
 def test_librispeech_recipe_requires_data(tmp_path):
-    proc = subprocess.run(["bash", "recipes/librispeech/run.sh", "--exp", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(["bash", "recipes/librispeech/run.sh", "--exp", str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True)
     assert proc.returncode == 2 and "--data" in proc.stderr

@@ -8,6 +8,8 @@ from that position on. Every epoch has the same number of batches, so a Keras ep
 ``steps_per_epoch`` steps over the stream is exactly one planned epoch.
 """
 
+import collections.abc
+
 import numpy as np
 import tensorflow as tf
 
@@ -75,5 +77,35 @@ class EpochPlan:
 
         return tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec([None], tf.int32))
 
+    def sequence(self, epoch=0, batch=0):
+        """The batches from ``(epoch, batch)`` to the end of the run as a lazy read-only sequence.
+
+        ``len()`` and indexing (position 0 is batch ``batch`` of ``epoch``) compute plans on demand,
+        for a pipeline that reads the batches by position (``speechkit.data.pipeline.asr_dataset``).
+        """
+        return _Remaining(EpochPlan(self._plan, epochs=self.epochs), epoch, batch)
+
     def __len__(self):
         return self.epochs * self.steps_per_epoch
+
+
+class _Remaining(collections.abc.Sequence):
+    """``EpochPlan.sequence``: positions counted from ``(epoch, batch)``."""
+
+    def __init__(self, plan, epoch, batch):
+        self.plan = plan
+        self.start = epoch * plan.steps_per_epoch + batch
+        self.total = max(0, len(plan) - self.start)
+
+    def __len__(self):
+        return self.total
+
+    def __getitem__(self, position):
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(self.total))]
+        if position < 0:
+            position += self.total
+        if not 0 <= position < self.total:
+            raise IndexError(f"batch position {position} outside the {self.total} remaining batches")
+        epoch, batch = divmod(self.start + position, self.plan.steps_per_epoch)
+        return self.plan.batches(epoch)[batch]
