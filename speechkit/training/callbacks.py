@@ -32,7 +32,8 @@ class Progress(keras.callbacks.Callback):
     ``fit`` only sees the batches it is given, so the position inside a planned epoch is kept
     here. Each step appends one line (epoch, batch, step, loss, non-finite flag, item ids) to
     ``batches.jsonl``, which lists exactly what the weights have seen once it is cut back to the
-    checkpoint on resume (``truncate``).
+    checkpoint on resume (``truncate``). The loss is the step's own when the model logs
+    ``batch_loss``, else Keras' running mean over the epoch so far.
 
     A model whose ``train_step`` reports ``nonfinite = 1`` (a skipped step) and ``batch_loss``
     (the step's own loss) gets them counted and logged; after ``MAX_CONSECUTIVE_NONFINITE`` such
@@ -267,18 +268,24 @@ class DevMetric(keras.callbacks.Callback):
         evaluate: callable ``() -> (value, extra)``: the figure (float, lower is better unless
             ``higher_is_better``) and a dict of more log entries.
         save_best: callable ``() -> str`` that saves the model and returns where.
-        best: float or None, the best value of earlier invocations.
+        state: TrainState; its ``best`` holds the best value of earlier invocations and is kept
+            up to date, so the next checkpoint records it.
         higher_is_better: bool.
     """
 
-    def __init__(self, name, evaluate, *, save_best, best=None, higher_is_better=False):
+    def __init__(self, name, evaluate, *, save_best, state, higher_is_better=False):
         super().__init__()
         self.name = name
         self.evaluate = evaluate
         self.save_best = save_best
         self.sign = -1.0 if higher_is_better else 1.0
-        self.best = best
+        self.state = state
         self.seconds = 0.0
+
+    @property
+    def best(self):
+        """float or None, the best value so far."""
+        return self.state.best
 
     def on_epoch_end(self, epoch, logs=None):
         started = time.monotonic()
@@ -289,7 +296,7 @@ class DevMetric(keras.callbacks.Callback):
             logs.update(extra)
         logger.info("%s %.4f (%.1f s)", self.name, value, self.seconds)
         if self.best is None or self.sign * value < self.sign * self.best:
-            self.best = float(value)
+            self.state.best = float(value)
             logger.info("new best %s %.4f: saved %s", self.name, value, self.save_best())
 
 

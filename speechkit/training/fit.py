@@ -81,7 +81,7 @@ def fit_run(model, *, run, state, dataset_at, steps_per_epoch, epochs, describe,
     dev = None
     if metric is not None:
         name, evaluate = metric
-        dev = DevMetric(name, evaluate, save_best=save_model, best=state.best)
+        dev = DevMetric(name, evaluate, save_best=save_model, state=state)
     budget = TimeBudget(None if time_budget_s is None else started + time_budget_s, progress=progress,
                         strategy=strategy, reserve=lambda: dev.seconds * 1.2 if dev is not None else 0.0)
     history = keras.callbacks.History()
@@ -96,8 +96,6 @@ def fit_run(model, *, run, state, dataset_at, steps_per_epoch, epochs, describe,
     if state.epoch < epochs and not budget.stopped and state.batch == 0:
         model.fit(dataset_at(state.epoch, 0), initial_epoch=state.epoch, epochs=epochs,
                   steps_per_epoch=steps_per_epoch, **common)
-    if dev is not None:
-        state.best = dev.best
     if dev is None:
         save_model()
     checkpoint.save()
