@@ -16,6 +16,7 @@ import time
 import keras
 
 from speechkit.errors import SpeechkitError
+from speechkit.runs import RunDir
 from speechkit.training.distribute import any_worker
 
 __all__ = ["MAX_CONSECUTIVE_NONFINITE", "Progress", "Checkpoint", "TimeBudget", "DevMetric", "SaveModel"]
@@ -23,7 +24,6 @@ __all__ = ["MAX_CONSECUTIVE_NONFINITE", "Progress", "Checkpoint", "TimeBudget", 
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_NONFINITE = 20
-_BATCH_LOG = "batches.jsonl"
 
 
 class Progress(keras.callbacks.Callback):
@@ -54,14 +54,14 @@ class Progress(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.describe = describe
         self.consecutive_nonfinite = 0
-        self.path = os.path.join(run_dir, _BATCH_LOG)
+        self.path = os.path.join(run_dir, RunDir.BATCHES)
         self._log = None
         self._epoch, self._offset = state.epoch, state.batch
 
     @staticmethod
     def truncate(run_dir, state):
         """Keep the ``batches.jsonl`` lines of the steps ``state`` includes (a kill may leave more, or half a line)."""
-        path = os.path.join(run_dir, _BATCH_LOG)
+        path = os.path.join(run_dir, RunDir.BATCHES)
         if not os.path.exists(path):
             return
         kept = []
