@@ -9,6 +9,9 @@
 #   LibriSpeech LM corpus), otherwise from the training transcripts.
 #   Stages: 1 manifests, 2 LM text and vocoder subset, 3 LM, 4 ASR training, 5 alpha/beta tuning,
 #           6 ASR eval, 7 vocoder training, 8 vocoder eval + round trip, 9 export, 10 report.
+#   --strategy multi-worker: run stages 1-3 on one host, then `--stage 4 --stop-stage 4` on every host at once
+#   (TF_CONFIG set, the same --exp on shared storage; the workers agree on when --asr-budget is spent), then
+#   `--stage 5` on one host.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common/stages.sh
@@ -31,7 +34,7 @@ while [ $# -gt 0 ]; do
     --vocoder-speakers) vocoder_speakers=$2; shift 2 ;;
     --vocode-limit) vocode_limit=$2; shift 2 ;;
     --lm-order) lm_order=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
