@@ -9,6 +9,9 @@ A run directory holds everything a trained model needs to be used, resumed or re
   embedding rows mean.
 - ``decode.yaml`` (ASR, written by LM tuning): the tuned decoding options; an LM path inside the
   run is stored relative to it, so a run and its LM can move together.
+- ``weights.npz`` (released models, ``speechkit.models``): the weights alone, in float32 or
+  float16, loaded into the float32 model built from ``config.yaml``; used when there is no
+  ``model.keras``. ``card.json`` and ``README.md`` describe a released model.
 - ``command.txt``: every command line that wrote to the run, one per line.
 - ``train_log.csv`` (one row per epoch), ``batches.jsonl`` (one line per step), ``tensorboard/``,
   ``backup/`` (resume state while training is unfinished), ``skipped.json`` (training items left
@@ -34,22 +37,26 @@ import os
 import re
 import shlex
 import sys
+import zipfile
 
 import keras
+import numpy as np
 import yaml
 
 from speechkit.asr.beam import load_decode_config, save_decode_config
 from speechkit.config import atomic_write_text, to_dict
-from speechkit.errors import RunError
+from speechkit.errors import ConfigError, RunError
 from speechkit.frontend import FrontendConfig
 from speechkit.text import Vocabulary
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "WEIGHT_DTYPES"]
 
 logger = logging.getLogger(__name__)
 
 _PARTIAL = re.compile(r"\.tmp\.\d+(\.keras)?$")
 _MISSING = "<missing>"
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+WEIGHT_DTYPES = ("float32", "float16")
 
 
 def _flatten(data, prefix=""):
@@ -96,6 +103,9 @@ class RunDir:
     TENSORBOARD = "tensorboard"
     BACKUP = "backup"
     SKIPPED = "skipped.json"
+    WEIGHTS = "weights.npz"
+    CARD = "card.json"
+    README = "README.md"
 
     def __init__(self, path, *, create=False):
         self.path = os.fspath(path)
@@ -351,6 +361,77 @@ class RunDir:
             raise RunError(f"{path}: cannot load the model ({err})") from None
         if cls is not None and not isinstance(model, cls):
             raise RunError(f"{path}: not a {cls.__name__} (found {type(model).__name__})")
+        return model
+
+    def save_weights(self, model, *, dtype="float32"):
+        """Atomically write the weights of ``model`` alone to ``weights.npz``.
+
+        The arrays are stored in ``model.weights`` order, with their paths and shapes, so that
+        ``load_weights`` can check them against a model rebuilt from ``config.yaml``. With
+        ``dtype="float16"`` the floating-point arrays are stored at half size; an array that float16
+        cannot hold (a value above 65504) stays float32, and non-float arrays keep their type.
+
+        Args:
+            model: a built Keras model.
+            dtype: ``"float32"`` or ``"float16"``, the storage type of the floating-point arrays.
+
+        Returns:
+            dict: ``path`` (str), ``bytes`` (int), ``arrays`` (int), ``kept_float32`` (list of str,
+            the arrays float16 could not hold).
+
+        Raises:
+            ConfigError: ``dtype`` is not one of ``WEIGHT_DTYPES``.
+        """
+        if dtype not in WEIGHT_DTYPES:
+            raise ConfigError(f"weights dtype must be one of {WEIGHT_DTYPES}, received: {dtype!r}")
+        arrays, kept = {}, []
+        names = [v.path for v in model.weights]
+        for i, (name, value) in enumerate(zip(names, model.get_weights())):
+            value = np.asarray(value)
+            if dtype == "float16" and np.issubdtype(value.dtype, np.floating):
+                if value.size and np.max(np.abs(value)) > _FLOAT16_MAX:
+                    kept.append(name)
+                else:
+                    value = value.astype(np.float16)
+            arrays[f"w{i:04d}"] = value
+        arrays["names"] = np.array(names, dtype=str)
+        path = self.file(self.WEIGHTS)
+        tmp = self.file(f"weights.tmp.{os.getpid()}.npz")
+        try:
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return {"path": path, "bytes": os.path.getsize(path), "arrays": len(names), "kept_float32": kept}
+
+    def load_weights(self, model):
+        """Load ``weights.npz`` into ``model`` (built, usually from ``config.yaml``), cast to its dtypes.
+
+        Raises:
+            RunError: the file is missing, corrupt or truncated, or its arrays do not fit the model
+                (count or shape); the message names the file.
+        """
+        path = self._require(self.WEIGHTS, "the model weights")
+        variables = model.weights
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = [str(n) for n in data["names"]]
+                if len(names) != len(variables):
+                    raise RunError(f"{path}: holds {len(names)} weight arrays, the model built from "
+                                   f"{self.file(self.CONFIG)} has {len(variables)}; the files belong to different "
+                                   "models")
+                values = []
+                for i, (name, variable) in enumerate(zip(names, variables)):
+                    value = data[f"w{i:04d}"]
+                    if tuple(value.shape) != tuple(variable.shape):
+                        raise RunError(f"{path}: weight {name} has shape {tuple(value.shape)}, the model built from "
+                                       f"{self.file(self.CONFIG)} expects {tuple(variable.shape)} ({variable.path})")
+                    values.append(value.astype(variable.dtype))
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+            raise RunError(f"{path}: cannot read the weights, the file is corrupt or truncated "
+                           f"({type(err).__name__}: {err})") from None
+        model.set_weights(values)
         return model
 
     # -- Vocabulary, speakers, decoding -- #

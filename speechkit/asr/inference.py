@@ -19,7 +19,7 @@ import tensorflow as tf
 from speechkit import audio as audio_io
 from speechkit import frontend as fe
 from speechkit.asr.decoding import greedy_decode
-from speechkit.asr.deepspeech2 import DeepSpeech2, output_lengths
+from speechkit.asr.deepspeech2 import DeepSpeech2, DeepSpeech2Config, build_deepspeech2, output_lengths
 from speechkit.data.manifest import SkipReport
 from speechkit.errors import AudioError, ConfigError, RunError
 from speechkit.runs import RunDir
@@ -240,12 +240,25 @@ class Recognizer:
         return np.concatenate(parts)
 
 
+def _network_from_weights(run, vocabulary):
+    """The DeepSpeech2 of ``config.yaml`` with the weights of ``weights.npz`` (a released model)."""
+    config_path = run.file(RunDir.CONFIG)
+    section = run.read_config().get("model")
+    if not isinstance(section, dict):
+        raise RunError(f"{config_path}: no model section to build the network from")
+    config = DeepSpeech2Config.from_dict(section, source=config_path)
+    network = build_deepspeech2(config, frontend=run.frontend(), vocab_size=vocabulary.size)
+    return run.load_weights(network)
+
+
 def load_run(run_dir, *, expected_frontend=None, batch_size=16, chunk_seconds=30.0):
     """Load a trained Deep Speech 2 run through ``RunDir``, checking that its parts agree.
 
     The network carries its own front end (``DeepSpeech2.frontend``); when the run has a
     ``config.yaml``, its ``frontend`` section (``RunDir.frontend``) must equal it. The vocabulary
-    must match the network's outputs.
+    must match the network's outputs. A released model (``speechkit.models``) has no
+    ``model.keras``: its network is built from the ``model`` and ``frontend`` sections of
+    ``config.yaml`` and its ``weights.npz`` (float32 or float16) is loaded into it.
 
     Args:
         run_dir: str or RunDir, a directory written by ASR training.
@@ -257,21 +270,24 @@ def load_run(run_dir, *, expected_frontend=None, batch_size=16, chunk_seconds=30
         Recognizer.
 
     Raises:
-        RunError: ``model.keras`` or ``vocabulary.json`` is missing, a file is unreadable, or the
-        model is not a Deep Speech 2 model; ConfigError: the run's front end differs from the
-        network's, or from ``expected_frontend``, or the vocabulary from the network's output size.
+        RunError: ``model.keras`` (or ``weights.npz`` with ``config.yaml``) or ``vocabulary.json``
+        is missing, a file is unreadable or corrupt, or the model is not a Deep Speech 2 model;
+        ConfigError: the run's front end differs from the network's, or from ``expected_frontend``,
+        or the vocabulary from the network's output size.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    for name in (RunDir.MODEL, RunDir.VOCABULARY):
+    released = not run.exists(RunDir.MODEL) and (run.exists(RunDir.WEIGHTS) or run.exists(RunDir.CARD))
+    source = run.file(RunDir.WEIGHTS if released else RunDir.MODEL)
+    for name in (RunDir.WEIGHTS if released else RunDir.MODEL, RunDir.VOCABULARY):
         if not run.exists(name):
             raise RunError(f"{run.file(name)}: missing; is {run.path} a trained ASR run?")
     vocabulary = run.vocabulary()
-    network = run.load_model(cls=DeepSpeech2)
+    network = _network_from_weights(run, vocabulary) if released else run.load_model(cls=DeepSpeech2)
     frontend = network.frontend
     if run.exists(RunDir.CONFIG):
-        run.check_frontend(frontend, source=run.file(RunDir.MODEL))
+        run.check_frontend(frontend, source=source)
     if expected_frontend is not None:
-        frontend.check_matches(expected_frontend, source=run.file(RunDir.MODEL))
-    logger.info("loaded %s: %d parameters, %s features", run.file(RunDir.MODEL), network.count_params(), frontend.kind)
+        frontend.check_matches(expected_frontend, source=source)
+    logger.info("loaded %s: %d parameters, %s features", source, network.count_params(), frontend.kind)
     return Recognizer(network, vocabulary=vocabulary, frontend=frontend, run_dir=run.path, batch_size=batch_size,
                       chunk_seconds=chunk_seconds)

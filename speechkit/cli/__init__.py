@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "speechkit.cli.export",
     "speechkit.cli.report",
     "speechkit.cli.score",
+    "speechkit.cli.models",
 )
 _GROUPS = {
     "data": "prepare corpora and manifests",

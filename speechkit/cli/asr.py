@@ -6,6 +6,7 @@ import sys
 
 from speechkit.cli import add_defaults_help
 from speechkit.cli.decoding import add_decoder_arguments, decode_options
+from speechkit.cli.models import add_model_argument, looks_like_audio, model_dir
 
 __all__ = ["register"]
 
@@ -26,8 +27,11 @@ def register(commands, groups):
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
     p.set_defaults(func=_train)
 
-    p = add_defaults_help(commands.add_parser("transcribe", help="transcribe audio files with a trained ASR run"))
-    p.add_argument("run", nargs="?", help="run directory (holds model.keras); omit with --saved-model")
+    p = add_defaults_help(commands.add_parser(
+        "transcribe", help="transcribe audio files with a trained ASR run or a released model"))
+    p.add_argument("run", nargs="?", help="run directory (holds model.keras); omit with --model or --saved-model, "
+                   "or to use the released ASR model (see 'speechkit models')")
+    add_model_argument(p, "asr")
     p.add_argument("--saved-model", default=None, metavar="EXPORT",
                    help="use an exported SavedModel (speechkit export asr) instead of a run")
     p.add_argument("audio", nargs="+", help="audio files (any libsndfile format; resampled to the model's rate); "
@@ -39,7 +43,8 @@ def register(commands, groups):
 
     p = add_defaults_help(commands.add_parser(
         "eval", help="WER/CER, per-speaker WER and RTF of an ASR run on a manifest"))
-    p.add_argument("run", help="run directory (holds model.keras)")
+    p.add_argument("run", nargs="?", help="run directory (holds model.keras); omit with --model")
+    add_model_argument(p, "asr")
     p.add_argument("--manifest", required=True, help="JSONL manifest to score")
     p.add_argument("--out", required=True, help="report folder (report.json, report.md, hypotheses.jsonl)")
     p.add_argument("--worst", type=int, default=10, help="worst utterances shown with alignments")
@@ -48,18 +53,23 @@ def register(commands, groups):
     p.set_defaults(func=_eval)
 
 
-_NEED_MODEL = "give a run directory or --saved-model EXPORT"
+_NEED_MODEL = "give a run directory, --model NAME or --saved-model EXPORT"
 
 
-def _make_decoder(args, recognizer):
+def _make_decoder(args, run_dir, recognizer):
     """The decoder for ``Recognizer.transcribe`` / ``evaluate``; None means greedy.
 
-    Options left unset fall back to ``RUN/decode.yaml`` (written by ``speechkit lm tune``), else greedy.
+    Options left unset fall back to ``RUN/decode.yaml`` (written by ``speechkit lm tune``; a released
+    model ships its tuned one with its LM), else greedy.
     """
     from speechkit.asr.beam import build_decoder, merge_decode_options
+    from speechkit.models import model_decode_config
     from speechkit.runs import RunDir
 
-    config = merge_decode_options(RunDir(args.run).decode_config(), **decode_options(args))
+    base = RunDir(run_dir).decode_config()
+    config = merge_decode_options(base, **decode_options(args))
+    if config.lm is not None and config.lm == base.lm:
+        model_decode_config(run_dir)
     return None if config.decoder == "greedy" else build_decoder(config, recognizer.vocabulary)
 
 
@@ -95,22 +105,27 @@ def _transcribe(args):
     from speechkit.data.manifest import SkipReport
 
     skips = SkipReport()
-    if args.saved_model is not None or args.run is None:
+    if args.run is not None and (args.saved_model is not None or args.model is not None or looks_like_audio(args.run)):
+        # No run was meant, so argparse's optional RUN positional took the first audio file.
+        args.audio = [args.run] + list(args.audio)
+        args.run = None
+    if args.saved_model is not None:
         from speechkit.export.serving import transcribe_saved_model
 
-        if args.saved_model is None:
-            print(f"speechkit transcribe: error: {_NEED_MODEL}", file=sys.stderr)
+        if args.model is not None:
+            print(f"speechkit transcribe: error: {_NEED_MODEL}, not several", file=sys.stderr)
             return 2
-        if args.run is not None:
-            # With --saved-model there is no run, so argparse's optional RUN positional took the first audio file.
-            args.audio = [args.run] + list(args.audio)
         results = transcribe_saved_model(args.saved_model, args.audio, batch_size=args.batch_size,
                                          decode_options=decode_options(args), skip_report=skips)
     else:
         from speechkit.asr.inference import load_run
 
-        recognizer = load_run(args.run, batch_size=args.batch_size)
-        results = recognizer.transcribe_files(args.audio, decoder=_make_decoder(args, recognizer), skip_report=skips)
+        run_dir = model_dir(args, "asr", verb="transcribe", use_default=True)
+        if run_dir is None:
+            return 2
+        recognizer = load_run(run_dir, batch_size=args.batch_size)
+        results = recognizer.transcribe_files(args.audio, decoder=_make_decoder(args, run_dir, recognizer),
+                                              skip_report=skips)
     for path, text in results:
         print(f"{path}\t{text}", flush=True)
     return _report_skips(args, skips)
@@ -121,8 +136,11 @@ def _eval(args):
     from speechkit.asr.inference import load_run
     from speechkit.data.manifest import SkipReport, read_manifest
 
-    recognizer = load_run(args.run, batch_size=args.batch_size)
-    decoder = _make_decoder(args, recognizer)
+    run_dir = model_dir(args, "asr", verb="eval")
+    if run_dir is None:
+        return 2
+    recognizer = load_run(run_dir, batch_size=args.batch_size)
+    decoder = _make_decoder(args, run_dir, recognizer)
     manifest_skips = SkipReport()
     utterances = read_manifest(args.manifest, skip_report=manifest_skips)
     report = evaluate(recognizer, utterances, out_dir=args.out, decoder=decoder, worst=args.worst,

@@ -1,6 +1,7 @@
 """``speechkit export asr|vocoder|check``: SavedModel and TFLite export."""
 
 from speechkit.cli import add_defaults_help
+from speechkit.cli.models import add_model_argument, model_dir
 
 __all__ = ["register"]
 
@@ -10,7 +11,8 @@ def register(commands, groups):
 
     p = add_defaults_help(export.add_parser(
         "asr", help="export an ASR run as a SavedModel (front end and greedy decoding in the graph)"))
-    p.add_argument("run", help="ASR run directory (holds model.keras)")
+    p.add_argument("run", nargs="?", help="ASR run directory (holds model.keras); omit with --model")
+    add_model_argument(p, "asr")
     p.add_argument("--out", required=True, help="export directory (replaced if it exists)")
     p.add_argument("--tflite", action="store_true",
                    help="also write model.tflite (batch 1, built-in ops) and check it against the SavedModel")
@@ -18,7 +20,8 @@ def register(commands, groups):
 
     p = add_defaults_help(export.add_parser(
         "vocoder", help="export a vocoder run as a SavedModel (upsampling and generation loop in the graph)"))
-    p.add_argument("run", help="vocoder run directory (holds model.keras)")
+    p.add_argument("run", nargs="?", help="vocoder run directory (holds model.keras); omit with --model")
+    add_model_argument(p, "vocoder")
     p.add_argument("--out", required=True, help="export directory (replaced if it exists)")
     p.add_argument("--no-xla", action="store_true", help="do not XLA-compile the generation loop")
     p.set_defaults(func=_export_vocoder)
@@ -38,10 +41,17 @@ def register(commands, groups):
     p.set_defaults(func=_check)
 
 
+def _run_dir(args, family):
+    return model_dir(args, family, verb=f"export {family}")
+
+
 def _export_asr(args):
     from speechkit.export.asr import export_asr
 
-    info = export_asr(args.run, args.out, tflite=args.tflite)
+    run_dir = _run_dir(args, "asr")
+    if run_dir is None:
+        return 2
+    info = export_asr(run_dir, args.out, tflite=args.tflite)
     line = f"{args.out}: SavedModel in {info['saved_model_seconds']:.1f} s"
     if args.tflite:
         line += (f"; model.tflite ({info['tflite_bytes'] / 1e6:.1f} MB) in {info['tflite_seconds']:.1f} s, "
@@ -52,7 +62,10 @@ def _export_asr(args):
 def _export_vocoder(args):
     from speechkit.export.vocoder import export_vocoder
 
-    info = export_vocoder(args.run, args.out, jit_compile=not args.no_xla)
+    run_dir = _run_dir(args, "vocoder")
+    if run_dir is None:
+        return 2
+    info = export_vocoder(run_dir, args.out, jit_compile=not args.no_xla)
     print(f"{args.out}: SavedModel (serving_default, vocode_waveform) in {info['saved_model_seconds']:.1f} s")
 
 

@@ -5,6 +5,7 @@ import shlex
 import sys
 
 from speechkit.cli import add_defaults_help
+from speechkit.cli.models import add_model_argument, looks_like_audio, model_dir
 
 __all__ = ["register"]
 
@@ -22,10 +23,13 @@ def register(commands, groups):
     p.set_defaults(func=_train)
 
     p = add_defaults_help(commands.add_parser("vocode", help="copy synthesis: resynthesise audio from its log-mel"))
-    p.add_argument("run", nargs="?", help="vocoder run directory (holds model.keras); omit with --saved-model")
+    p.add_argument("run", nargs="?", help="vocoder run directory (holds model.keras); omit with --model or "
+                   "--saved-model, or to use the released vocoder (see 'speechkit models')")
+    p.add_argument("audio", nargs="?", help="audio file whose log-mel conditions the model (or --mel-from)")
+    add_model_argument(p, "vocoder")
     p.add_argument("--saved-model", default=None, metavar="EXPORT",
                    help="use an exported SavedModel (speechkit export vocoder) instead of a run")
-    p.add_argument("--mel-from", required=True, metavar="AUDIO", help="audio file whose log-mel conditions the model")
+    p.add_argument("--mel-from", default=None, metavar="AUDIO", help="audio file whose log-mel conditions the model")
     p.add_argument("--out", required=True, help="output audio file (wav or flac)")
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="refuse longer input: sample-by-sample generation of a long file would run for hours")
@@ -43,11 +47,13 @@ def register(commands, groups):
 
     p = add_defaults_help(commands.add_parser(
         "eval-vocoder", help="copy-synthesis distortion (LSD, MCD) and optionally the ASR WER of vocoded audio"))
-    p.add_argument("run", help="vocoder run directory (holds model.keras)")
+    p.add_argument("run", nargs="?", help="vocoder run directory (holds model.keras); omit with --model")
+    add_model_argument(p, "vocoder")
     p.add_argument("--manifest", required=True, help="held-out utterances (JSONL)")
     p.add_argument("--out", required=True, help="report folder (report.json, report.md, wav/, png/)")
     p.add_argument("--limit", type=int, default=None, help="first N utterances of the manifest")
-    p.add_argument("--asr", default=None, metavar="RUN_ASR", help="ASR run: WER of vocoded next to original audio")
+    p.add_argument("--asr", default=None, metavar="RUN_ASR",
+                   help="ASR run or released ASR model name: WER of vocoded next to original audio")
     p.add_argument("--plots", type=int, default=4, help="utterances with spectrogram PNGs")
     p.add_argument("--batch-size", type=int, default=8)
     _add_sampling_args(p)
@@ -87,22 +93,34 @@ def _vocode(args):
     from speechkit.errors import AudioError
     from speechkit.vocoder.generation import load_vocoder
 
+    if args.run is not None and args.audio is None and (
+            args.saved_model is not None or args.model is not None or looks_like_audio(args.run)):
+        # No run was meant, so argparse's optional RUN positional took the audio file.
+        args.run, args.audio = None, args.run
+    if (args.audio is None) == (args.mel_from is None):
+        print("speechkit vocode: error: give one audio file, as AUDIO or --mel-from", file=sys.stderr)
+        return 2
+    args.mel_from = args.mel_from or args.audio
     seconds = audio_io.info(args.mel_from)[0]
     if seconds > args.max_seconds:
         raise AudioError(f"{args.mel_from}: {seconds:.1f} s is longer than --max-seconds {args.max_seconds:g}; "
                          "cut it into shorter files or raise the limit")
-    if args.saved_model is not None or args.run is None:
+    if args.saved_model is not None:
         from speechkit.export.serving import vocode_saved_model
 
-        if args.saved_model is None or args.run is not None:
-            print("speechkit vocode: error: give a run directory or --saved-model EXPORT, not both", file=sys.stderr)
+        if args.run is not None or args.model is not None:
+            print("speechkit vocode: error: give a run directory, --model NAME or --saved-model EXPORT, not several",
+                  file=sys.stderr)
             return 2
         result = vocode_saved_model(args.saved_model, args.mel_from, args.out, temperature=args.temperature,
                                     seed=args.seed, speaker=args.speaker)
         print(f"{args.out}: {result['seconds']:.2f} s vocoded in {result['elapsed']:.2f} s "
               f"(RTF {result['elapsed'] / result['seconds']:.2f}, SavedModel)")
         return 0
-    vocoder = load_vocoder(args.run)
+    run_dir = model_dir(args, "vocoder", verb="vocode", use_default=True)
+    if run_dir is None:
+        return 2
+    vocoder = load_vocoder(run_dir)
     audio = audio_io.load(args.mel_from, sample_rate=vocoder.frontend.sample_rate)
     started = time.perf_counter()
     out = vocoder.vocode([audio], temperature=args.temperature, seed=args.seed, speaker=args.speaker,
@@ -146,15 +164,19 @@ def _eval(args):
     from speechkit.vocoder.evaluate import evaluate_vocoder
     from speechkit.vocoder.generation import load_vocoder
 
-    vocoder = load_vocoder(args.run)
+    run_dir = model_dir(args, "vocoder", verb="eval-vocoder")
+    if run_dir is None:
+        return 2
+    vocoder = load_vocoder(run_dir)
     utterances = read_manifest(args.manifest)
     if args.limit is not None:
         utterances = utterances[:args.limit]
     recognizer = None
     if args.asr:
         from speechkit.asr.inference import load_run
+        from speechkit.models import resolve_model
 
-        recognizer = load_run(args.asr)
+        recognizer = load_run(resolve_model(args.asr, family="asr"))
     report = evaluate_vocoder(vocoder, utterances, out_dir=args.out, recognizer=recognizer,
                               temperature=args.temperature, seed=args.seed, speaker=args.speaker,
                               backend=args.backend, batch_size=args.batch_size, plots=args.plots,

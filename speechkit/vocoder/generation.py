@@ -332,12 +332,25 @@ def _shift_right(classes, first):
     return np.concatenate([np.full(classes.shape[:-1] + (1,), first, classes.dtype), classes[..., :-1]], axis=-1)
 
 
+def _model_from_weights(run):
+    """The WaveNet of ``config.yaml`` with the weights of ``weights.npz`` (a released model)."""
+    config_path = run.file(RunDir.CONFIG)
+    section = run.read_config().get("model")
+    if not isinstance(section, dict):
+        raise RunError(f"{config_path}: no model section to build the WaveNet from")
+    model = WaveNet(WaveNetConfig.from_dict(section, source=config_path), run.frontend(), name="wavenet")
+    model.build()
+    return run.load_weights(model)
+
+
 def load_vocoder(run_dir):
     """Load a trained vocoder run through ``RunDir`` and check that its parts agree.
 
     The WaveNet carries its own config and front end; when the run has a ``config.yaml``, they
     must equal its ``model`` and ``frontend`` sections, and ``speakers.json`` (when present) must
-    name one speaker per embedding row.
+    name one speaker per embedding row. A released model (``speechkit.models``) has no
+    ``model.keras``: its WaveNet is built from ``config.yaml`` and its ``weights.npz`` (float32 or
+    float16) is loaded into it.
 
     Args:
         run_dir: str or RunDir, a directory written by vocoder training.
@@ -346,15 +359,19 @@ def load_vocoder(run_dir):
         Vocoder.
 
     Raises:
-        RunError: the run or its ``model.keras`` is missing, a file is unreadable, or the model is
-            not a speechkit WaveNet; ConfigError: the run's front end, model config or
-            speakers differ from the model's.
+        RunError: the run, or its ``model.keras`` (or ``weights.npz`` with ``config.yaml``), is
+            missing, a file is unreadable or corrupt, or the model is not a speechkit WaveNet;
+            ConfigError: the run's front end, model config or speakers differ from the model's.
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    if not run.exists(RunDir.MODEL):
-        raise RunError(f"{run.file(RunDir.MODEL)}: missing; is {run.path} a finished vocoder run?")
-    model_path = run.file(RunDir.MODEL)
-    model = run.load_model(cls=WaveNet)
+    if not run.exists(RunDir.MODEL) and (run.exists(RunDir.WEIGHTS) or run.exists(RunDir.CARD)):
+        model_path = run.file(RunDir.WEIGHTS)
+        model = _model_from_weights(run)
+    else:
+        if not run.exists(RunDir.MODEL):
+            raise RunError(f"{run.file(RunDir.MODEL)}: missing; is {run.path} a finished vocoder run?")
+        model_path = run.file(RunDir.MODEL)
+        model = run.load_model(cls=WaveNet)
     if run.exists(RunDir.CONFIG):
         run.check_frontend(model.frontend, source=model_path)
         saved = run.read_config().get("model")
