@@ -36,6 +36,10 @@ def register(commands, groups):
     p.add_argument("--speakers", type=int, nargs=3, default=(40, 8, 8), metavar=("TRAIN", "DEV", "TEST"),
                    help="synthetic speakers per split")
     p.add_argument("--flite-fraction", type=float, default=0.25, help="share of flite speakers in each split")
+    p.add_argument("--extra-train-speakers", type=int, default=0,
+                   help="training speakers added to those of --speakers (more voices, accents and settings, never "
+                   "near a dev or test speaker); dev and test stay those of the same seed without them. "
+                   "The release corpus: --extra-train-speakers 160 --train-hours 5")
     p.add_argument("--max-words", type=int, default=20, help="longest sentence kept, in words")
     p.set_defaults(func=_synth_mini)
 
@@ -69,7 +73,8 @@ def _synth_mini(args):
     summary = synth_mini(args.out, seed=args.seed, books_dir=args.books, train_hours=args.train_hours,
                          dev_minutes=args.dev_minutes, test_minutes=args.test_minutes, jobs=args.jobs,
                          train_speakers=args.speakers[0], dev_speakers=args.speakers[1], test_speakers=args.speakers[2],
-                         flite_fraction=args.flite_fraction, max_words=args.max_words)
+                         flite_fraction=args.flite_fraction, max_words=args.max_words,
+                         extra_train_speakers=args.extra_train_speakers)
     for split, stats in summary["splits"].items():
         print(f"{args.out}/{split}: {stats['utterances']} utterances, {stats['speakers']} speakers, "
               f"{stats['seconds'] / 60:.1f} min (mean {stats['mean_seconds']:.2f} s)")

@@ -7,8 +7,12 @@ read by the same importer as real LibriSpeech (``speechkit.data.librispeech.impo
 
 Guarantees that downstream measurements rely on:
 
-* dev and test speakers never speak in train, yet every engine, flite voice, espeak accent and espeak
-  variant heard in dev or test is also heard in train (unseen speakers, not unseen engines);
+* dev and test speakers are never heard in train (see ``heard_in_training``: no training speaker has a
+  dev or test speaker's engine, voice and variant at a nearby rate and pitch), yet every engine, flite
+  voice, espeak accent and espeak variant heard in dev or test is also heard in train (unseen speakers,
+  not unseen engines);
+* extra training speakers (the release corpus) leave the demo corpus of the same seed untouched: its
+  speakers, dev and test sets are the same files, and only train grows;
 * dev and test sentences never occur in train nor in ``lm_text.txt``, so an LM cannot memorise them;
 * the corpus is a pure function of the settings (seed, sizes, books): the plan is a fixed sequence of
   utterances per split and each split is its shortest prefix whose measured audio reaches the target,
@@ -20,6 +24,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -47,12 +52,17 @@ __all__ = [
     "DEFAULT_BOOKS_DIR",
     "ESPEAK_ACCENTS",
     "ESPEAK_VARIANTS",
+    "ESPEAK_EXTRA_VARIANTS",
     "FLITE_VOICES",
+    "FLITE_EXTRA_VOICES",
+    "HEARD_TOLERANCE",
     "SPLITS",
     "Speaker",
     "PlannedUtterance",
     "MiniPlan",
     "make_speakers",
+    "add_train_speakers",
+    "heard_in_training",
     "plan_mini",
     "synth_mini",
 ]
@@ -70,6 +80,31 @@ FLITE_VOICES = {"awb": ("M", (95, 145)), "kal16": ("M", (90, 140)), "rms": ("M",
 _ESPEAK_RATES = (145, 200)  # words per minute (espeak-ng default 175)
 _ESPEAK_PITCHES = (25, 75)  # espeak-ng pitch 0..99 (default 50)
 _FLITE_STRETCHES = (0.85, 1.15)  # duration_stretch: > 1 is slower
+# Heard only by extra training speakers, never in dev or test: the espeak-ng variants (-> gender) whose
+# output is ordinary voiced speech (robotic, whispered, echoing and shaking variants are left out), and
+# kal, the 8 kHz recording of kal16 (the same speaker, so the split rule treats it as kal16).
+ESPEAK_EXTRA_VARIANTS = {
+    "m8": "M", "Alex": "M", "Andy": "M", "Denis": "M", "Diogo": "M", "Gene": "M", "Gene2": "M", "Henrique": "M",
+    "Hugo": "M", "Jacky": "M", "Lee": "M", "Mario": "M", "Michael": "M", "Mike": "M", "Nguyen": "M", "antonio": "M",
+    "boris": "M", "david": "M", "ed": "M", "edward": "M", "gustave": "M", "iven": "M", "klatt": "M", "klatt2": "M",
+    "klatt3": "M", "adam": "M", "benjamin": "M", "marcelo": "M", "max": "M", "michel": "M", "miguel": "M",
+    "paul": "M", "pedro": "M", "quincy": "M", "rob": "M", "robert": "M", "sandro": "M", "travis": "M", "victor": "M",
+    "Alicia": "F", "Andrea": "F", "Annie": "F", "aunty": "F", "belinda": "F", "linda": "F", "steph": "F",
+    "steph2": "F",
+}
+FLITE_EXTRA_VOICES = {"kal": ("M", (80, 160))}
+_FLITE_SAME_SPEAKER = {"kal": "kal16"}
+# Wider settings for extra training speakers (measured: flite follows int_f0_target_mean over 80-240 Hz).
+_EXTRA_ESPEAK_RATES = (130, 230)
+_EXTRA_ESPEAK_PITCHES = (15, 85)
+_EXTRA_FLITE_STRETCHES = (0.80, 1.25)
+_EXTRA_FLITE_PITCHES = {"awb": (85, 165), "kal16": (80, 160), "kal": (80, 160), "rms": None, "slt": (140, 250)}
+# Two speakers of one engine, voice and variant are the same speaker when both their rate and their pitch
+# differ by at most this much: (words per minute, pitch 0..99) for espeak-ng, (duration_stretch, Hz) for flite.
+HEARD_TOLERANCE = {"espeak-ng": (10, 10), "flite": (0.05, 10)}
+_DEV_TEST_MARGIN = 2.0  # extra training speakers keep this many tolerances away from dev and test speakers
+_TRAIN_MARGIN = 1.5  # and this many from the other training speakers of their voice
+_DRAW_TRIES = 200
 _INSTALL_HINT = "install it with `sudo apt-get install espeak-ng flite` (or `make apt`)"
 
 _SAMPLE_RATE = audio_io.SAMPLE_RATE
@@ -136,8 +171,9 @@ def make_speakers(rng, *, train=40, dev=8, test=8, flite_fraction=0.25):
     An espeak-ng speaker's (accent, variant) pair belongs to one split only, and train covers every
     accent and every variant, so a dev or test speaker is a new combination of parts that train has
     heard. flite has only four voices, so all four are in train (when ``train`` allows) and a dev or
-    test flite speaker is a seen voice at a (rate, pitch) that no other speaker uses. The voices take
-    turns across the splits, so dev and test get different flite voices.
+    test flite speaker is a seen voice at a (rate, pitch) that no training speaker of that voice comes
+    near (``heard_in_training``). The voices take turns across the splits, so dev and test get
+    different flite voices. ``add_train_speakers`` adds training speakers beyond these.
 
     Args:
         rng: np.random.Generator, the only source of randomness.
@@ -177,19 +213,23 @@ def make_speakers(rng, *, train=40, dev=8, test=8, flite_fraction=0.25):
         while len(espeak[split]) < n_espeak[split]:
             espeak[split].append(pairs.pop(0))
     voices = [list(FLITE_VOICES)[i] for i in rng.permutation(len(FLITE_VOICES))]
-    flite_settings, used, turn = {s: [] for s in SPLITS}, set(), 0
+    flite_settings, used, turn, full = {s: [] for s in SPLITS}, set(), 0, set()
     for split in SPLITS:
+        trained = [Speaker(0, "train", "flite", v, "", r, p, "") for v, r, p in flite_settings["train"]]
         for _ in range(n_flite[split]):
-            voice = voices[turn % len(voices)]
-            turn += 1
-            while True:
-                stretch = round(float(rng.uniform(*_FLITE_STRETCHES)), 2)
-                pitch_range = FLITE_VOICES[voice][1]
-                pitch = None if pitch_range is None else int(rng.integers(pitch_range[0], pitch_range[1] + 1))
-                if (voice, stretch, pitch) not in used:
-                    break
-            used.add((voice, stretch, pitch))
-            flite_settings[split].append((voice, stretch, pitch))
+            setting = None
+            while setting is None:
+                if len(full) == len(voices):
+                    raise SynthesisError(f"no flite voice has room for another {split} speaker that train has not "
+                                         "heard; ask for fewer flite speakers")
+                voice = voices[turn % len(voices)]
+                turn += 1
+                if voice not in full:
+                    setting = _draw_flite(rng, voice, split, used, trained)
+                    if setting is None:
+                        full.add(voice)
+            used.add(setting)
+            flite_settings[split].append(setting)
     speakers = []
     for split in SPLITS:
         drafts = [("espeak-ng", accent, variant, float(rng.integers(_ESPEAK_RATES[0], _ESPEAK_RATES[1] + 1)),
@@ -200,6 +240,155 @@ def make_speakers(rng, *, train=40, dev=8, test=8, flite_fraction=0.25):
         for i in rng.permutation(len(drafts)):
             speakers.append(Speaker(100 + len(speakers), split, *drafts[i]))
     return speakers
+
+
+def _draw_flite(rng, voice, split, used, trained):
+    """A (voice, stretch, pitch) that no speaker uses and, outside train, that ``trained`` has not heard.
+
+    Returns None when a dev or test speaker finds no room in ``_DRAW_TRIES`` draws (the training
+    speakers of this voice cover its range).
+    """
+    pitch_range = FLITE_VOICES[voice][1]
+    for tries in itertools.count(1):
+        stretch = round(float(rng.uniform(*_FLITE_STRETCHES)), 2)
+        pitch = None if pitch_range is None else int(rng.integers(pitch_range[0], pitch_range[1] + 1))
+        if (voice, stretch, pitch) not in used and (split == "train" or not heard_in_training(
+                Speaker(0, split, "flite", voice, "", stretch, pitch, ""), trained)):
+            return voice, stretch, pitch
+        if split != "train" and tries >= _DRAW_TRIES:
+            return None
+
+
+def _near(a, b, scale=1.0):
+    """Whether speakers ``a`` and ``b`` sound like one speaker: same engine, voice (kal counts as kal16)
+    and variant, with rates and pitches each within ``scale`` times ``HEARD_TOLERANCE``."""
+    if (a.engine, _FLITE_SAME_SPEAKER.get(a.voice, a.voice), a.variant) != (
+            b.engine, _FLITE_SAME_SPEAKER.get(b.voice, b.voice), b.variant):
+        return False
+    rate_tol, pitch_tol = HEARD_TOLERANCE[a.engine]
+    if abs(a.rate - b.rate) > scale * rate_tol + 1e-9:
+        return False
+    return a.pitch is None or b.pitch is None or abs(a.pitch - b.pitch) <= scale * pitch_tol + 1e-9
+
+
+def heard_in_training(speaker, train):
+    """Whether ``speaker`` is heard in training: the rule that every dev and test speaker obeys.
+
+    A speaker is heard when some training speaker has its engine, its voice (the espeak-ng accent or
+    the flite voice, where kal is kal16 at 8 kHz) and its variant, at a rate and a pitch that each
+    differ by at most ``HEARD_TOLERANCE`` (10 words per minute and 10 pitch units for espeak-ng,
+    0.05 duration_stretch and 10 Hz for flite; the pitch is ignored where the voice ignores it).
+    The speakers drawn here obey a stricter rule for espeak-ng (an accent and variant pair is never
+    shared across splits), so only flite voices are shared, at distant settings.
+
+    Args:
+        speaker: Speaker, typically of dev or test.
+        train: iterable of Speaker, the training speakers.
+
+    Returns:
+        bool.
+    """
+    return any(_near(speaker, other) for other in train)
+
+
+def add_train_speakers(rng, speakers, n, *, flite_fraction=0.25):
+    """Add ``n`` training speakers to ``speakers`` without changing any of them.
+
+    Extra speakers widen the training set for speaker generalisation (the release corpus) while dev
+    and test stay exactly those of ``make_speakers``. They draw from wider ranges than the base
+    speakers (espeak-ng 130-230 words per minute and pitch 15-85, flite duration_stretch 0.80-1.25)
+    and from more parts (``ESPEAK_EXTRA_VARIANTS``, ``FLITE_EXTRA_VOICES``), under two rules:
+
+    * never near a dev or test speaker: an espeak-ng speaker never takes the accent and variant of
+      one, and a flite speaker keeps ``_DEV_TEST_MARGIN`` (2) tolerances away in rate or pitch from
+      every dev and test speaker of its voice, so they stay unheard with room to spare;
+    * a distinct speaker: ``_TRAIN_MARGIN`` (1.5) tolerances away in rate or pitch from every other
+      training speaker of its voice and variant. espeak-ng speakers first take accent and variant
+      pairs that no speaker uses (female and male variants in turn), then several speakers share a
+      pair.
+
+    A flite voice that has no room left after ``_DRAW_TRIES`` draws is full; when every flite voice
+    is full, the remaining flite places go to espeak-ng.
+
+    Args:
+        rng: np.random.Generator, its own stream (not the one of ``make_speakers``, so that the
+            sentence shuffle that follows it is unchanged).
+        speakers: list of Speaker from ``make_speakers``.
+        n: int >= 0, extra training speakers.
+        flite_fraction: float in [0, 1], the share of flite speakers among the extra ones.
+
+    Returns:
+        list of Speaker: ``speakers`` unchanged (same ids), then the new training speakers, numbered
+        on from the largest id.
+
+    Raises:
+        SynthesisError: a bad ``n`` or ``flite_fraction``, or no room for ``n`` distinct speakers.
+    """
+    if int(n) != n or n < 0:
+        raise SynthesisError(f"extra training speakers must be an integer >= 0, received {n!r}")
+    if not 0.0 <= flite_fraction <= 1.0:
+        raise SynthesisError(f"flite_fraction must lie in [0, 1], received {flite_fraction!r}")
+    held = [s for s in speakers if s.split != "train"]
+    train = [s for s in speakers if s.split == "train"]
+    n_flite = round(n * flite_fraction)
+    new = []
+
+    def fits(draft):
+        return (not any(_near(draft, other, _DEV_TEST_MARGIN) for other in held)
+                and not any(_near(draft, other, _TRAIN_MARGIN) for other in train + new))
+
+    voices = sorted(_EXTRA_FLITE_PITCHES)
+    voices = [voices[i] for i in rng.permutation(len(voices))]
+    full, turn = set(), 0
+    while len(new) < n_flite and len(full) < len(voices):
+        voice = voices[turn % len(voices)]
+        turn += 1
+        if voice in full:
+            continue
+        gender = {**FLITE_VOICES, **FLITE_EXTRA_VOICES}[voice][0]
+        pitch_range = _EXTRA_FLITE_PITCHES[voice]
+        for _ in range(_DRAW_TRIES):
+            stretch = round(float(rng.uniform(*_EXTRA_FLITE_STRETCHES)), 2)
+            pitch = None if pitch_range is None else int(rng.integers(pitch_range[0], pitch_range[1] + 1))
+            draft = Speaker(0, "train", "flite", voice, "", stretch, pitch, gender)
+            if fits(draft):
+                new.append(draft)
+                break
+        else:
+            full.add(voice)
+
+    taken = {(s.voice, s.variant) for s in speakers if s.engine == "espeak-ng"}
+    banned = {(s.voice, s.variant) for s in held if s.engine == "espeak-ng"}
+    genders = {**{v: v[0].upper() for v in ESPEAK_VARIANTS}, **ESPEAK_EXTRA_VARIANTS}
+    pools = {}
+    for gender in ("F", "M"):
+        pairs = [(a, v) for a in ESPEAK_ACCENTS for v in genders if genders[v] == gender and (a, v) not in banned]
+        pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+        pools[gender] = [p for p in pairs if p not in taken] + [p for p in pairs if p in taken]
+    order = [p for pair in zip(pools["F"], pools["M"]) for p in pair]
+    longer = pools["F"] if len(pools["F"]) > len(pools["M"]) else pools["M"]
+    order += longer[min(len(pools["F"]), len(pools["M"])):]
+    rounds = 0
+    while len(new) < n:
+        placed = False
+        for accent, variant in order:
+            if len(new) == n:
+                break
+            for _ in range(_DRAW_TRIES):
+                draft = Speaker(0, "train", "espeak-ng", accent, variant,
+                                float(rng.integers(_EXTRA_ESPEAK_RATES[0], _EXTRA_ESPEAK_RATES[1] + 1)),
+                                int(rng.integers(_EXTRA_ESPEAK_PITCHES[0], _EXTRA_ESPEAK_PITCHES[1] + 1)),
+                                genders[variant])
+                if fits(draft):
+                    new.append(draft)
+                    placed = True
+                    break
+        rounds += 1
+        if not placed:
+            raise SynthesisError(f"no room for {n} distinct extra training speakers (placed {len(new)} after "
+                                 f"{rounds} rounds over {len(order)} accent and variant pairs)")
+    first = max((s.id for s in speakers), default=99) + 1
+    return list(speakers) + [dataclasses.replace(new[i], id=first + k) for k, i in enumerate(rng.permutation(len(new)))]
 
 
 def _write_speakers_tsv(path, speakers, stats):
@@ -270,7 +459,8 @@ def _books_digest(books_dir, books):
 
 
 def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minutes=10.0, test_minutes=10.0,
-              train_speakers=40, dev_speakers=8, test_speakers=8, flite_fraction=0.25, min_words=3, max_words=20):
+              train_speakers=40, dev_speakers=8, test_speakers=8, flite_fraction=0.25, min_words=3, max_words=20,
+              extra_train_speakers=0):
     """Plan a mini corpus without synthesising anything.
 
     The eligible sentences are shuffled with ``seed`` and cut into three disjoint reserves (test,
@@ -279,13 +469,18 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
     ``k mod n`` of that split (speakers take turns, so every prefix is balanced), and is numbered
     within its speaker and chapter in plan order, so ids never depend on where a split ends.
 
+    Extra training speakers come from their own random stream after the base draw, so a plan with
+    them has the same dev and test utterances as the plan of the same seed without them (the
+    release corpus is measured on the demo's dev and test sets), and a longer train reserve.
+
     Args:
         books_dir: str, folder of ``*.txt`` books.
         seed: int, the seed of the sentence shuffle and the speaker draw.
         train_hours, dev_minutes, test_minutes: float > 0, the audio targets.
         train_speakers, dev_speakers, test_speakers: int >= 1, speakers per split.
-        flite_fraction: float in [0, 1], the share of flite speakers per split.
+        flite_fraction: float in [0, 1], the share of flite speakers per split (and among the extra ones).
         min_words, max_words: int, the accepted sentence length in words.
+        extra_train_speakers: int >= 0, training speakers added by ``add_train_speakers``.
 
     Returns:
         MiniPlan.
@@ -303,6 +498,9 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
     rng = np.random.default_rng(seed)
     speakers = make_speakers(rng, train=train_speakers, dev=dev_speakers, test=test_speakers,
                              flite_fraction=flite_fraction)
+    if extra_train_speakers:
+        speakers = add_train_speakers(np.random.default_rng([int(seed), 1]), speakers, extra_train_speakers,
+                                      flite_fraction=flite_fraction)
     order = rng.permutation(len(text.eligible))
     mean_chars = float(np.mean([len(t) for t, _ in text.eligible]))
     candidates, start = {}, 0
@@ -334,6 +532,8 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
         "test_speakers": int(test_speakers), "flite_fraction": float(flite_fraction), "min_words": int(min_words),
         "max_words": int(max_words), "books_digest": _books_digest(books_dir, text.books),
     }
+    if extra_train_speakers:
+        settings["extra_train_speakers"] = int(extra_train_speakers)
     return MiniPlan(settings=settings, text=text, speakers=speakers, candidates={s: candidates[s] for s in SPLITS},
                     targets=targets)
 
@@ -561,7 +761,7 @@ def _run_rounds(plan, out_dir, durations, failures, jobs, cpu_seconds):
 
 def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0, dev_minutes=10.0, test_minutes=10.0,
                jobs=None, train_speakers=40, dev_speakers=8, test_speakers=8, flite_fraction=0.25, min_words=3,
-               max_words=20, manifests=True):
+               max_words=20, extra_train_speakers=0, manifests=True):
     """Synthesise the mini corpus into ``out_dir`` in LibriSpeech layout, resuming what exists.
 
     Writes ``{train,dev,test}/<spk>/<chapter>/<spk>-<chapter>-<nnnn>.flac`` (16 kHz, 16-bit) with one
@@ -574,7 +774,8 @@ def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0,
     Args:
         out_dir: str, the corpus folder (created if needed). A folder made with other settings is refused.
         seed, books_dir, train_hours, dev_minutes, test_minutes, train_speakers, dev_speakers,
-            test_speakers, flite_fraction, min_words, max_words: the plan settings, see ``plan_mini``.
+            test_speakers, flite_fraction, min_words, max_words, extra_train_speakers: the plan
+            settings, see ``plan_mini``.
         jobs: int >= 1, parallel synthesis processes; None uses every CPU.
         manifests: bool, also write the JSONL manifests.
 
@@ -592,7 +793,8 @@ def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0,
         raise SynthesisError(f"jobs must be >= 1, received {jobs}")
     plan = plan_mini(books_dir, seed=seed, train_hours=train_hours, dev_minutes=dev_minutes, test_minutes=test_minutes,
                      train_speakers=train_speakers, dev_speakers=dev_speakers, test_speakers=test_speakers,
-                     flite_fraction=flite_fraction, min_words=min_words, max_words=max_words)
+                     flite_fraction=flite_fraction, min_words=min_words, max_words=max_words,
+                     extra_train_speakers=extra_train_speakers)
     _check_engines(plan.speakers)
     _open_corpus(out_dir, plan.settings)
     _clean_tree(out_dir, keep={os.path.join(out_dir, it.path) for items in plan.candidates.values() for it in items})
