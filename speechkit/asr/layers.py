@@ -273,6 +273,102 @@ def _gru_scan(x, kernel, bias):
     return tf.scan(step, x, initializer=h0)
 
 
+_TRAIN_SCAN_BUCKET = 16
+
+
+def _gru_gates(h, x_t, kernel, bias, units):
+    """One GRU step: ``(h', z, r, n, rec_n)`` for inputs ``x_t`` [directions, batch, 3u] and state ``h``."""
+    rec = tf.matmul(h, kernel) + bias
+    zr = tf.sigmoid(x_t[..., :2 * units] + rec[..., :2 * units])
+    z, r = zr[..., :units], zr[..., units:]
+    rec_n = rec[..., 2 * units:]
+    n = tf.tanh(x_t[..., 2 * units:] + r * rec_n)
+    return n + z * (h - n), z, r, n, rec_n
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _gru_forward_xla(x, kernel, bias):
+    """Forward recurrence for training, keeping what the backward pass needs (see ``_gru_train_scan``).
+
+    Returns:
+        (h [frames, directions, batch, units], gates [4, frames, directions, batch, units]: z, r, n, rec_n).
+    """
+    frames, units = tf.shape(x)[0], tf.shape(kernel)[1]
+    bias = bias[:, None, :]
+    outputs = [tf.TensorArray(tf.float32, size=frames) for _ in range(5)]
+
+    def body(t, h, outputs):
+        h, *gates = _gru_gates(h, x[t], kernel, bias, units)
+        return t + 1, h, [ta.write(t, v) for ta, v in zip(outputs, [h, *gates])]
+
+    h0 = tf.zeros(tf.stack([tf.shape(x)[1], tf.shape(x)[2], units]), tf.float32)
+    _, _, outputs = tf.while_loop(lambda t, h, o: t < frames, body, (0, h0, outputs))
+    stacked = [ta.stack() for ta in outputs]
+    return stacked[0], tf.stack(stacked[1:])
+
+
+@tf.function(jit_compile=True, reduce_retracing=True)
+def _gru_backward_xla(grad_h, h, gates, kernel):
+    """Backward recurrence: gradients of the inputs, kernel and bias from the upstream ``grad_h``.
+
+    With ``a`` the pre-activations, ``h' = n + z (h - n)``, ``n = tanh(x_n + r rec_n)`` and
+    ``z, r = sigmoid(x_zr + rec_zr)``, one step back is ``dn = g (1 - z)``, ``dz = g (h - n)``,
+    ``da_n = dn (1 - n^2)``, ``da_z = dz z (1 - z)``, ``da_r = da_n rec_n r (1 - r)``; the input
+    gradient is ``(da_z, da_r, da_n)``, the recurrent product's is ``(da_z, da_r, da_n r)``, and
+    ``g`` for the previous step is ``g z + d_rec U^T`` plus the upstream gradient there.
+    """
+    frames, units = tf.shape(h)[0], tf.shape(kernel)[1]
+    h_prev = tf.concat([tf.zeros_like(h[:1]), h[:-1]], axis=0)
+    z, r, n, rec_n = gates[0], gates[1], gates[2], gates[3]
+    kernel_t = tf.transpose(kernel, [0, 2, 1])
+    d_inputs = tf.TensorArray(tf.float32, size=frames)
+    d_recs = tf.TensorArray(tf.float32, size=frames)
+
+    def body(t, carry, d_inputs, d_recs):
+        g = grad_h[t] + carry
+        z_t, r_t, n_t = z[t], r[t], n[t]
+        da_n = g * (1.0 - z_t) * (1.0 - n_t * n_t)
+        da_z = g * (h_prev[t] - n_t) * z_t * (1.0 - z_t)
+        da_r = da_n * rec_n[t] * r_t * (1.0 - r_t)
+        d_rec = tf.concat([da_z, da_r, da_n * r_t], axis=-1)
+        carry = g * z_t + tf.matmul(d_rec, kernel_t)
+        return t - 1, carry, d_inputs.write(t, tf.concat([da_z, da_r, da_n], axis=-1)), d_recs.write(t, d_rec)
+
+    _, _, d_inputs, d_recs = tf.while_loop(lambda t, c, a, b: t >= 0, body,
+                                           (frames - 1, tf.zeros_like(h[0]), d_inputs, d_recs))
+    d_rec = d_recs.stack()
+    d_kernel = tf.einsum("tdbu,tdbv->duv", h_prev, d_rec)
+    d_bias = tf.reduce_sum(d_rec, axis=[0, 2])
+    return d_inputs.stack(), d_kernel, d_bias
+
+
+@tf.custom_gradient
+def _gru_train_scan(x, kernel, bias):
+    """``_gru_scan`` for training: XLA-compiled forward and hand-written backward recurrences.
+
+    Differentiating ``tf.scan`` runs dozens of small graph ops and tensor-list operations per frame
+    and per direction, which dominate a training step on a CPU. Here each direction's step is a
+    few fused XLA kernels, forward and backward. XLA compiles once per input shape, so frames are
+    padded to a multiple of ``_TRAIN_SCAN_BUCKET`` (the padded steps come after every utterance's
+    valid frames, as with batch padding, and are cut off again), which keeps the number of
+    compilations small. The results equal ``_gru_scan`` (``tests/test_gru_scan.py``).
+
+    Args and returns as ``_gru_scan``.
+    """
+    frames = tf.shape(x)[0]
+    padded = (frames + _TRAIN_SCAN_BUCKET - 1) // _TRAIN_SCAN_BUCKET * _TRAIN_SCAN_BUCKET
+    x_padded = tf.pad(x, [[0, padded - frames], [0, 0], [0, 0], [0, 0]])
+    # Gradients come from ``grad``: keep the tape out of the compiled loop.
+    h, gates = _gru_forward_xla(tf.stop_gradient(x_padded), tf.stop_gradient(kernel), tf.stop_gradient(bias))
+
+    def grad(grad_h):
+        grad_h = tf.pad(grad_h, [[0, padded - frames], [0, 0], [0, 0], [0, 0]])
+        d_x, d_kernel, d_bias = _gru_backward_xla(grad_h, h, gates, kernel)
+        return d_x[:frames], d_kernel, d_bias
+
+    return h[:frames], grad
+
+
 @keras.saving.register_keras_serializable(package="speechkit")
 class BatchNormGRU(keras.layers.Layer):
     """GRU layer with sequence-wise batch normalisation (Amodei et al., 2016, §3.2).
@@ -340,7 +436,10 @@ class BatchNormGRU(keras.layers.Layer):
         x = tf.transpose(x, [2, 0, 1, 3])  # [directions, batch, frames, 3u]
         if self.bidirectional:
             x = tf.stack([x[0], tf.reverse_sequence(x[1], lengths, seq_axis=1, batch_axis=0)])
-        scan = _gru_scan if tf.executing_eagerly() else _gru_scan.python_function
+        if training:
+            scan = _gru_train_scan
+        else:
+            scan = _gru_scan if tf.executing_eagerly() else _gru_scan.python_function
         h = scan(tf.transpose(x, [2, 0, 1, 3]), tf.cast(self.recurrent_kernel, tf.float32),
                  tf.cast(self.recurrent_bias, tf.float32))  # [frames, directions, batch, u]
         h = tf.transpose(h, [1, 2, 0, 3])  # [directions, batch, frames, u]
