@@ -3,7 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := espeak-ng flite cmake g++ libboost-program-options-dev libboost-system-dev \
-	libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev libsndfile1 sctk
+	libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev libsndfile1 sctk \
+	fluidsynth timgm6mb-soundfont
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install apt kenlm test test-fast demo bench lint clean

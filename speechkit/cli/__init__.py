@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "speechkit.cli.report",
     "speechkit.cli.score",
     "speechkit.cli.models",
+    "speechkit.cli.music",
 )
 _GROUPS = {
     "data": "prepare corpora and manifests",
