@@ -1,5 +1,6 @@
 import collections
 import glob
+import hashlib
 import json
 import os
 import re
@@ -110,6 +111,109 @@ def test_speakers_are_disjoint_and_dev_test_parts_are_heard_in_train():
         mini.make_speakers(np.random.default_rng(0), dev=0)
 
 
+def _speaker_rows(speakers):
+    return [(s.id, s.split, s.engine, s.voice, s.variant, s.rate, s.pitch, s.gender) for s in speakers]
+
+
+def test_default_speakers_for_seed_0_are_those_of_the_demo_corpus():
+    # Recorded from make_speakers before extra training speakers existed (revision 359bfa8): the demo
+    # corpus, its recipes and its figures rely on exactly these speakers.
+    speakers = mini.make_speakers(np.random.default_rng(0))
+    assert [r for r in _speaker_rows(speakers) if r[1] == "test"] == [
+        (148, "test", "espeak-ng", "en-us", "f4", 172.0, 50, "F"),
+        (149, "test", "espeak-ng", "en-us", "f2", 199.0, 60, "F"),
+        (150, "test", "espeak-ng", "en-us", "f3", 188.0, 25, "F"),
+        (151, "test", "espeak-ng", "en-us-nyc", "f4", 169.0, 41, "F"),
+        (152, "test", "flite", "kal16", "", 1.07, 128, "M"), (153, "test", "flite", "slt", "", 1.13, 196, "F"),
+        (154, "test", "espeak-ng", "en-gb", "m5", 166.0, 46, "M"),
+        (155, "test", "espeak-ng", "en-gb-scotland", "m4", 148.0, 49, "M")]
+    assert hashlib.sha256(repr(_speaker_rows(speakers)).encode()).hexdigest()[:16] == "76fb95f6f80c4240"
+    tiny = mini.make_speakers(np.random.default_rng(0), train=6, dev=3, test=3)
+    assert hashlib.sha256(repr(_speaker_rows(tiny)).encode()).hexdigest()[:16] == "4262a6adb217de84"
+
+
+def test_heard_in_training_compares_voice_variant_rate_and_pitch():
+    def spk(engine, voice, variant, rate, pitch):
+        return mini.Speaker(0, "dev", engine, voice, variant, rate, pitch, "M")
+
+    train = [spk("espeak-ng", "en-us", "m3", 170.0, 50), spk("flite", "kal16", "", 1.00, 120),
+             spk("flite", "rms", "", 1.00, None)]
+    heard = [spk("espeak-ng", "en-us", "m3", 180.0, 40), spk("flite", "kal16", "", 1.05, 130),
+             spk("flite", "kal", "", 0.98, 115), spk("flite", "rms", "", 0.96, None)]
+    unheard = [spk("espeak-ng", "en-us", "m3", 181.0, 50), spk("espeak-ng", "en-us", "m3", 170.0, 61),
+               spk("espeak-ng", "en-gb", "m3", 170.0, 50), spk("espeak-ng", "en-us", "m4", 170.0, 50),
+               spk("flite", "kal16", "", 1.06, 120), spk("flite", "kal16", "", 1.00, 131),
+               spk("flite", "awb", "", 1.00, 120), spk("flite", "rms", "", 1.06, None),
+               spk("espeak-ng", "kal16", "", 1.00, 120)]
+    assert all(mini.heard_in_training(s, train) for s in heard)
+    assert not any(mini.heard_in_training(s, train) for s in unheard)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_no_dev_or_test_speaker_is_heard_in_training(seed):
+    for sizes in ((40, 8, 8), (20, 4, 4), (6, 3, 3)):
+        speakers = mini.make_speakers(np.random.default_rng(seed), train=sizes[0], dev=sizes[1], test=sizes[2])
+        train = [s for s in speakers if s.split == "train"]
+        assert not any(mini.heard_in_training(s, train) for s in speakers if s.split != "train")
+
+
+def test_extra_training_speakers_reach_beyond_96_and_keep_dev_and_test_unheard():
+    base = mini.make_speakers(np.random.default_rng(0))
+    speakers = mini.add_train_speakers(np.random.default_rng([0, 1]), base, 200)
+    assert speakers[:len(base)] == base
+    assert [s.id for s in speakers] == list(range(100, 100 + 256))
+    train = [s for s in speakers if s.split == "train"]
+    held = [s for s in speakers if s.split != "train"]
+    assert len(train) == 240 and len(held) == 16
+    espeak_train = [s for s in train if s.engine == "espeak-ng"]
+    assert len(espeak_train) > 96 and {s.variant for s in espeak_train} > set(mini.ESPEAK_VARIANTS)
+    assert {s.voice for s in train if s.engine == "flite"} == set(mini.FLITE_VOICES) | set(mini.FLITE_EXTRA_VOICES)
+    assert 0.35 < sum(s.gender == "F" for s in train) / len(train) < 0.65
+    assert not any(mini.heard_in_training(s, train) for s in held)
+    assert not {(s.voice, s.variant) for s in held if s.engine == "espeak-ng"} & {(s.voice, s.variant) for s in train}
+    # Extra speakers keep twice the tolerance from the dev and test speakers of their voice (kal is kal16).
+    family = {"kal": "kal16"}
+    rate_tol, pitch_tol = mini.HEARD_TOLERANCE["flite"]
+    for s in speakers[len(base):]:
+        for h in held:
+            if (s.engine, family.get(s.voice, s.voice), s.variant) == (
+                    h.engine, family.get(h.voice, h.voice), h.variant):
+                assert s.engine == "flite"
+                assert abs(s.rate - h.rate) > 2 * rate_tol or (
+                    h.pitch is not None and abs(s.pitch - h.pitch) > 2 * pitch_tol)
+    assert mini.add_train_speakers(np.random.default_rng([0, 1]), base, 200) == speakers
+    assert mini.add_train_speakers(np.random.default_rng([1, 1]), base, 200) != speakers
+    assert mini.add_train_speakers(np.random.default_rng(0), base, 0) == base
+    with pytest.raises(SpeechkitError, match="extra training speakers"):
+        mini.add_train_speakers(np.random.default_rng(0), base, -1)
+
+
+def test_many_extra_speakers_share_a_pair_at_clearly_different_settings():
+    base = mini.make_speakers(np.random.default_rng(0))
+    extra = mini.add_train_speakers(np.random.default_rng([0, 1]), base, 700)[len(base):]
+    by_pair = collections.defaultdict(list)
+    for s in extra:
+        by_pair[s.engine, s.voice, s.variant].append(s)
+    shared = [group for key, group in by_pair.items() if key[0] == "espeak-ng" and len(group) > 1]
+    assert shared
+    rate_tol, pitch_tol = mini.HEARD_TOLERANCE["espeak-ng"]
+    for group in shared:
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                assert abs(a.rate - b.rate) > 1.5 * rate_tol or abs(a.pitch - b.pitch) > 1.5 * pitch_tol
+
+
+def test_extra_speakers_grow_train_only(books):
+    base = mini.plan_mini(books, seed=0, **_TINY)
+    plan = mini.plan_mini(books, seed=0, extra_train_speakers=30, **_TINY)
+    assert plan.candidates["dev"] == base.candidates["dev"] and plan.candidates["test"] == base.candidates["test"]
+    assert plan.speakers[:12] == base.speakers and len(plan.speakers) == 42
+    train = [s.id for s in plan.speakers if s.split == "train"]
+    assert len(train) == 36 and [it.speaker for it in plan.candidates["train"]] == [
+        train[k % 36] for k in range(len(plan.candidates["train"]))]
+    assert "extra_train_speakers" not in base.settings and plan.settings["extra_train_speakers"] == 30
+
+
 def test_layout_is_librispeech_at_16khz(corpus):
     transcripts = _transcripts(corpus)
     summary = json.loads((corpus / "corpus.json").read_text())
@@ -188,6 +292,21 @@ def test_same_seed_same_corpus_other_seed_other_plan(corpus, books, tmp_path):
     assert [it.text for it in other.candidates["test"]] != [it.text for it in first.candidates["test"]]
     with pytest.raises(SpeechkitError, match="other settings"):
         mini.synth_mini(str(again), seed=1, books_dir=books, jobs=2, **_TINY)
+
+
+def test_extra_training_speakers_keep_the_dev_and_test_files(corpus, books, tmp_path):
+    out = tmp_path / "release"
+    assert main(["data", "synth-mini", "--out", str(out), "--books", books, "--jobs", "2", *_CLI_TINY,
+                 "--extra-train-speakers", "20", "--train-hours", "0.03"]) == 0
+    base, release = _transcripts(corpus), _transcripts(out)
+    assert release["dev"] == base["dev"] and release["test"] == base["test"]
+    for path in sorted(glob.glob(str(corpus / "test" / "*" / "*" / "*.flac")))[:3]:
+        np.testing.assert_array_equal(sf.read(path)[0], sf.read(str(out / os.path.relpath(path, corpus)))[0])
+    assert max(int(utt.split("-")[0]) for utt in release["train"]) >= 112
+    rows = (out / "speakers.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 32 and sum(row.split("\t")[1] == "train" for row in rows) == 26
+    settings = json.loads((out / "corpus.json").read_text())["settings"]
+    assert settings["extra_train_speakers"] == 20
 
 
 def test_rerun_skips_existing_files_and_refills_missing_ones(corpus, books):
