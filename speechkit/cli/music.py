@@ -62,7 +62,7 @@ def _synth_triads(args):
 
 
 def _eval_chords(args):
-    from speechkit.music.evaluate import check_recognizer
+    from speechkit.music.scores import check_recognizer
 
     result = check_recognizer(args.manifests, out=args.out, limit=args.limit)
     qualities = ", ".join(f"{q} {a * 100:.1f}%" for q, a in result["by_quality"].items())

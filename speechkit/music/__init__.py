@@ -3,10 +3,11 @@
 from speechkit.music.chords import (LABELS, QUALITIES, ROOTS, chance_accuracy, chord_label, chord_pitch_classes,
                                     chord_profile, chord_templates, chromagram, parse_chord, recognize_chord,
                                     same_chord)
-from speechkit.music.scores import (flatness, histogram_distance, is_music, pitch_class_histogram, score_clips)
+from speechkit.music.scores import (check_recognizer, flatness, histogram_distance, is_music, pitch_class_histogram,
+                                    score_clips)
 
 __all__ = [
     "LABELS", "QUALITIES", "ROOTS", "chance_accuracy", "chord_label", "chord_pitch_classes", "chord_profile",
     "chord_templates", "chromagram", "parse_chord", "recognize_chord", "same_chord",
-    "flatness", "histogram_distance", "is_music", "pitch_class_histogram", "score_clips",
+    "check_recognizer", "flatness", "histogram_distance", "is_music", "pitch_class_histogram", "score_clips",
 ]

@@ -20,6 +20,8 @@ augmented sets. Chance of naming a requested chord by a uniform guess over the 4
 1/48 for major, minor and diminished and 3/48 for augmented triads (3.1% on average over all 48).
 """
 
+import warnings
+
 import librosa
 import numpy as np
 
@@ -116,7 +118,9 @@ def chromagram(audio, *, sample_rate, hop_length=512):
     audio = np.asarray(audio, np.float32)
     if len(audio) < hop_length:
         audio = np.pad(audio, (0, hop_length - len(audio)))
-    return librosa.feature.chroma_cqt(y=audio, sr=sample_rate, hop_length=hop_length).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large", category=UserWarning)
+        return librosa.feature.chroma_cqt(y=audio, sr=sample_rate, hop_length=hop_length).astype(np.float32)
 
 
 def chord_profile(audio, *, sample_rate, hop_length=512):

@@ -1,7 +1,6 @@
 """Evaluation of music WaveNets: the chord recogniser on real clips, and generated clips against real ones.
 
-``check_recognizer`` measures the chord recogniser on a labelled corpus (the triads corpus, where it
-should name nearly every chord). ``evaluate_music`` generates clips from one or more WaveNet runs in
+``evaluate_music`` generates clips from one or more WaveNet runs in
 two modes and scores them with ``score_clips``:
 
 - **unprimed**: free-running from silence. A chord-conditioned run (its ``speakers.json`` lists chord
@@ -33,7 +32,7 @@ from speechkit.music.chords import LABELS, chance_accuracy, chord_profile, chrom
 from speechkit.music.scores import pitch_class_histogram, score_clips
 from speechkit.vocoder.generation import load_vocoder
 
-__all__ = ["check_recognizer", "reference_histograms", "evaluate_music", "CHORD_GOAL", "PRIMED_GOAL"]
+__all__ = ["reference_histograms", "evaluate_music", "CHORD_GOAL", "PRIMED_GOAL"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,44 +43,6 @@ PRIMED_GOAL = 0.7
 def _label(utt):
     parse_chord(utt.speaker)
     return utt.speaker
-
-
-def check_recognizer(manifests, *, out=None, limit=None):
-    """Accuracy of the chord recogniser on labelled clips (manifest ``speaker`` = chord label).
-
-    Args:
-        manifests: list of str, JSONL manifests of the triads corpus.
-        out: optional str, a JSON file to write the result to.
-        limit: optional int, every k-th clip so that about ``limit`` are scored.
-
-    Returns:
-        dict: clips, accuracy (same pitch classes), strict_accuracy (same label), by_quality (accuracy),
-        errors (up to 20 ``[id, label, recognised]``), seconds.
-
-    Raises:
-        ManifestError, AudioError: an unreadable manifest or clip (named); ConfigError: a label that is
-        not a triad.
-    """
-    started = time.perf_counter()
-    utts = [u for path in manifests for u in read_manifest(path)]
-    if limit is not None and len(utts) > limit:
-        utts = utts[::int(np.ceil(len(utts) / limit))]
-    labels = [_label(u) for u in utts]
-    scored = score_clips([audio_io.load(u.audio) for u in utts], sample_rate=audio_io.SAMPLE_RATE, requested=labels)
-    rows = scored["rows"]
-    by_quality = {}
-    for quality in ("maj", "min", "dim", "aug"):
-        picked = [r["correct"] for r, label in zip(rows, labels) if parse_chord(label)[1] == quality]
-        if picked:
-            by_quality[quality] = float(np.mean(picked))
-    result = {"manifests": list(manifests), "clips": len(rows), "accuracy": scored["summary"]["chord_accuracy"],
-              "strict_accuracy": float(np.mean([r["chord"] == label for r, label in zip(rows, labels)])),
-              "by_quality": by_quality, "music_share": scored["summary"]["music_share"],
-              "errors": [[u.id, label, r["chord"]] for u, label, r in zip(utts, labels, rows) if not r["correct"]][:20],
-              "seconds": round(time.perf_counter() - started, 2)}
-    if out:
-        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def reference_histograms(manifest, *, per_label=2):
@@ -207,7 +168,7 @@ def evaluate_music(runs, *, train_manifest, test_manifest, out_dir, clips=48, se
             wav = f"wav/{name}_{mode}_{i:02d}.wav"
             audio_io.save(os.path.join(out_dir, wav), clip, sample_rate=rate)
             detail = {**detail, "wav": wav}
-            if i < plots:
+            if i < plots and name != "real":
                 detail["png"] = f"png/{name}_{mode}_{i:02d}.png"
                 asked = f"asked {requested[i]}, " if requested is not None else ""
                 _plot(os.path.join(out_dir, detail["png"]), windows[i], clip,

@@ -2,8 +2,9 @@
 
 Listening tests do not fit in a recipe, so generated clips are scored by three measurable proxies:
 
-- **Requested-chord accuracy**: the share of clips whose recognised triad (``recognize_chord`` on the
-  clip's pitch-class profile) holds the requested chord's pitch classes (``same_chord``). Chance is
+- **Requested-chord accuracy**: the share of clips that are music (below) and whose recognised triad
+  (``recognize_chord`` on the clip's pitch-class profile) holds the requested chord's pitch classes
+  (``same_chord``); template matching names some chord even for noise, which must not count. Chance is
   ``chance_accuracy`` (3.1% over all 48 labels; 1/48 for a non-augmented triad).
 - **Pitch-class histogram distance**: the total-variation distance ``0.5 * sum |p - q|`` in [0, 1]
   between the mean pitch-class profile of the clips and that of the training data (the set as a
@@ -13,16 +14,25 @@ Listening tests do not fit in a recipe, so generated clips are scored by three m
   geometric over the arithmetic mean of the power spectrum (Johnston 1988; ``librosa``), is near 1 for
   white noise and near 0 for a few harmonic partials; rendered piano triads measure about 1e-4, hiss
   and mu-law noise floors 0.1 and above.
+
+``check_recognizer`` measures the recogniser itself on a labelled corpus (the triads corpus, where it
+names every chord: see BENCHMARKS.md).
 """
+
+import json
+import time
 
 import librosa
 import numpy as np
 
+from speechkit import audio as audio_io
+from speechkit.config import atomic_write_text
+from speechkit.data.manifest import read_manifest
 from speechkit.errors import ConfigError
-from speechkit.music.chords import chord_profile, recognize_chord, same_chord
+from speechkit.music.chords import chord_profile, parse_chord, recognize_chord, same_chord
 
 __all__ = ["SILENCE_DB", "MAX_FLATNESS", "level_db", "flatness", "is_music", "pitch_class_histogram",
-           "histogram_distance", "score_clips"]
+           "histogram_distance", "score_clips", "check_recognizer"]
 
 SILENCE_DB = -45.0
 MAX_FLATNESS = 0.05
@@ -109,7 +119,7 @@ def score_clips(clips, *, sample_rate, requested=None, reference=None, label_ref
         row["music"] = bool(row["level_db"] > silence_db and row["flatness"] <= max_flatness)
         if requested is not None:
             row["requested"] = requested[i]
-            row["correct"] = bool(same_chord(chord, requested[i]))
+            row["correct"] = bool(row["music"] and same_chord(chord, requested[i]))
             if label_reference is not None and requested[i] in label_reference:
                 row["label_distance"] = round(histogram_distance(profile, label_reference[requested[i]]), 4)
         rows.append(row)
@@ -127,3 +137,43 @@ def score_clips(clips, *, sample_rate, requested=None, reference=None, label_ref
         recognised[r["chord"]] = recognised.get(r["chord"], 0) + 1
     summary["recognised"] = dict(sorted(recognised.items(), key=lambda kv: -kv[1]))
     return {"rows": rows, "summary": summary, "profiles": np.stack(profiles)}
+
+
+def check_recognizer(manifests, *, out=None, limit=None):
+    """Accuracy of the chord recogniser on labelled clips (manifest ``speaker`` = chord label).
+
+    Args:
+        manifests: list of str, JSONL manifests of the triads corpus.
+        out: optional str, a JSON file to write the result to.
+        limit: optional int, every k-th clip so that about ``limit`` are scored.
+
+    Returns:
+        dict: clips, accuracy (same pitch classes), strict_accuracy (same label), by_quality (accuracy),
+        errors (up to 20 ``[id, label, recognised]``), seconds.
+
+    Raises:
+        ManifestError, AudioError: an unreadable manifest or clip (named); ConfigError: a label that is
+        not a triad.
+    """
+    started = time.perf_counter()
+    utts = [u for path in manifests for u in read_manifest(path)]
+    if limit is not None and len(utts) > limit:
+        utts = utts[::int(np.ceil(len(utts) / limit))]
+    labels = [u.speaker for u in utts]
+    for label in labels:
+        parse_chord(label)
+    scored = score_clips([audio_io.load(u.audio) for u in utts], sample_rate=audio_io.SAMPLE_RATE, requested=labels)
+    rows = scored["rows"]
+    by_quality = {}
+    for quality in ("maj", "min", "dim", "aug"):
+        picked = [r["correct"] for r, label in zip(rows, labels) if parse_chord(label)[1] == quality]
+        if picked:
+            by_quality[quality] = float(np.mean(picked))
+    result = {"manifests": list(manifests), "clips": len(rows), "accuracy": scored["summary"]["chord_accuracy"],
+              "strict_accuracy": float(np.mean([r["chord"] == label for r, label in zip(rows, labels)])),
+              "by_quality": by_quality, "music_share": scored["summary"]["music_share"],
+              "errors": [[u.id, label, r["chord"]] for u, label, r in zip(utts, labels, rows) if not r["correct"]][:20],
+              "seconds": round(time.perf_counter() - started, 2)}
+    if out:
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    return result

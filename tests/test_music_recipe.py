@@ -1,0 +1,36 @@
+"""The music recipe's FAST=1 smoke run: corpus, recogniser check, two tiny WaveNets, primed/unprimed scoring."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.slow
+
+
+def test_music_recipe_fast_writes_the_report(tmp_path):
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    env = dict(os.environ, FAST="1", PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    proc = subprocess.run(["bash", "recipes/music/run.sh", "--data", str(data), "--exp", str(exp)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    for stage in range(1, 6):
+        assert f"Stage {stage}:" in proc.stdout + proc.stderr
+    assert json.loads((exp / "chords.json").read_text())["accuracy"] >= 0.95
+    assert json.loads((exp / "uncond" / "DONE").read_text())["step"] >= 1
+    assert json.loads((exp / "chords" / "speakers.json").read_text())[0] == "A#:aug"
+    report = json.loads((exp / "eval" / "report.json").read_text())
+    modes = [(r["source"], r["mode"], r["conditioned"]) for r in report["rows"]]
+    assert modes == [("real", "window", None), ("uncond", "unprimed", False), ("uncond", "primed", False),
+                     ("chords", "unprimed", True), ("chords", "primed", True)]
+    assert report["rows"][0]["chord_accuracy"] == 1.0 and report["rows"][0]["music_share"] == 1.0
+    assert "chord_accuracy" not in report["rows"][1] and "chord_accuracy" in report["rows"][3]
+    markdown = (exp / "eval" / "report.md").read_text()
+    for row in report["rows"][1:]:
+        for clip in row["clips_detail"]:
+            assert (exp / "eval" / clip["wav"]).is_file() and clip["wav"] in markdown
+        assert (exp / "eval" / row["clips_detail"][0]["png"]).is_file()
