@@ -164,7 +164,7 @@ def test_training_writes_run_and_resumes_exactly(manifest, tmp_path):
 
 
 def test_time_budget_and_config_mismatch(manifest, tmp_path):
-    config = _tiny_config(epochs=50, steps_per_epoch=2, sample_every=1, sample_seconds=0.05)
+    config = _tiny_config(epochs=50, steps_per_epoch=2, sample_every=1, sample_seconds=0.05, full_history=False)
     summary = train_vocoder(config, out_dir=str(tmp_path / "r"), manifest=manifest, time_budget_min=1e-4,
                             verbose=0)
     assert summary["stopped"] == "time_budget" and summary["step"] < 100

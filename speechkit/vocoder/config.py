@@ -32,6 +32,9 @@ class VocoderTrainConfig(Config):
         sample_every: int >= 0, log a generated clip to TensorBoard every this many epochs (0 = never).
         sample_seconds: float > 0, length of that clip.
         jit_compile: bool, compile the training step with XLA (about 1.5x faster on CPU).
+        full_history: bool, feed each window the real audio of the receptive field before it, so every
+            scored position sees real history, as in generation; false is the old behaviour (the first
+            receptive field of each window is predicted from zeros).
     """
 
     batch_size: int = 8
@@ -45,6 +48,7 @@ class VocoderTrainConfig(Config):
     sample_every: int = 5
     sample_seconds: float = 0.5
     jit_compile: bool = True
+    full_history: bool = True
 
     def __post_init__(self):
         for name in ("batch_size", "window_frames", "epochs", "steps_per_epoch", "checkpoint_every", "log_every"):

@@ -22,7 +22,7 @@ from speechkit.errors import ConfigError, RunError, SpeechkitError
 from speechkit.runs import RunDir
 from speechkit.training import TrainState, fit_run, make_optimizer
 from speechkit.vocoder.config import VocoderConfig, VocoderTrainConfig, load_vocoder_config  # noqa: F401 (old home)
-from speechkit.vocoder.data import WindowSampler, corpus_from_dir, corpus_from_manifest, window_dataset
+from speechkit.vocoder.data import WindowSampler, corpus_from_dir, corpus_from_manifest, history_frames, window_dataset
 from speechkit.vocoder.generation import Vocoder
 from speechkit.vocoder.wavenet import WaveNet
 
@@ -131,8 +131,9 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     logger.info("WaveNet: %d parameters, %d layers, receptive field %d samples (%.1f ms), %d MACs/sample",
                 model.count_params(), config.model.num_layers, rf.samples, rf.ms, config.model.macs_per_sample)
     state = TrainState.load(run.backup_dir) or TrainState()
+    history = history_frames(rf.samples, config.frontend.hop_length) if tc.full_history else 0
     sampler = WindowSampler(corpus, frontend=config.frontend, window_frames=tc.window_frames,
-                            context=config.model.cond_context, batch_size=tc.batch_size, seed=tc.seed)
+                            context=config.model.cond_context, batch_size=tc.batch_size, seed=tc.seed, history=history)
     steps = tc.steps_per_epoch
     batch_seconds = tc.batch_size * window / sr
     reference_len = min(int(tc.sample_seconds * sr), len(corpus.audios[0]))
