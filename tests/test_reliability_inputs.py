@@ -312,7 +312,8 @@ def vocoder_run(tmp_path_factory):
     """An untrained tiny mel-conditioned WaveNet saved in the run layout ``load_vocoder`` reads."""
     from speechkit.config import save_yaml
     from speechkit.frontend import FrontendConfig
-    from speechkit.vocoder.train import VocoderConfig, build_model
+    from speechkit.vocoder.config import VocoderConfig
+    from speechkit.vocoder.train import build_model
     from speechkit.vocoder.wavenet import WaveNetConfig
 
     run = tmp_path_factory.mktemp("vocoder")

@@ -91,7 +91,7 @@ def test_yaml_with_python_tags_is_rejected_and_never_run(tmp_path, capsys, paylo
     from speechkit.asr.train import load_train_config
     from speechkit.cli import main
     from speechkit.config import load_yaml
-    from speechkit.vocoder.train import load_vocoder_config
+    from speechkit.vocoder.config import load_vocoder_config
 
     marker = tmp_path / "pwned"
     preset = tmp_path / "evil.yaml"
