@@ -34,3 +34,13 @@ def test_music_recipe_fast_writes_the_report(tmp_path):
         for clip in row["clips_detail"]:
             assert (exp / "eval" / clip["wav"]).is_file() and clip["wav"] in markdown
         assert (exp / "eval" / row["clips_detail"][0]["png"]).is_file()
+
+    out = tmp_path / "c_min.wav"
+    proc = subprocess.run([sys.executable, "-m", "speechkit", "generate", str(exp / "chords"), "--chord", "Db:min",
+                           "--seconds", "0.05", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "speechkit", "generate", str(exp / "chords"), "--chord", "X:maj",
+                           "--seconds", "0.05", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "X:maj" in proc.stderr

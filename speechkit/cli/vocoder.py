@@ -42,6 +42,9 @@ def register(commands, groups):
     p.add_argument("--seconds", type=float, default=2.0, help="seconds to generate after the seed")
     p.add_argument("--out", required=True, help="output audio file; holds the seed followed by the continuation")
     p.add_argument("--batch-size", type=int, default=1, help="independent streams; out_1.wav, out_2.wav, ... when > 1")
+    p.add_argument("--chord", default=None, metavar="LABEL",
+                   help="chord-conditioned music models: a triad such as C:maj, Db:min, F#:dim, G#:aug, or its "
+                   "index in speechkit.music.LABELS (12 * quality + root); same as --speaker with the label")
     _add_sampling_args(p)
     p.set_defaults(func=_generate)
 
@@ -138,10 +141,16 @@ def _generate(args):
 
     from speechkit import audio as audio_io
     from speechkit.errors import ConfigError
+    from speechkit.music.chords import chord_label, parse_chord
     from speechkit.vocoder.generation import load_vocoder
 
     if args.seconds <= 0 or args.batch_size < 1:
         raise ConfigError(f"need --seconds > 0 and --batch-size >= 1, received {args.seconds}, {args.batch_size}")
+    if args.chord is not None:
+        if args.speaker is not None:
+            print("speechkit generate: error: give --chord or --speaker, not both", file=sys.stderr)
+            return 2
+        args.speaker = chord_label(*parse_chord(args.chord))
     vocoder = load_vocoder(args.run)
     rate = vocoder.frontend.sample_rate
     prime = audio_io.load(args.prime, sample_rate=rate) if args.prime else None
