@@ -17,7 +17,7 @@ and runs ``fit`` over the first ``--steps`` steps. It times every step at ``on_t
   training uses (see ``WAVENET_FAST``).
 
 Usage:
-    python benchmarks/bench_training.py compare --baseline /tmp/h3/baseline --repeats 2 --asr-steps 100 --wavenet-steps 60
+    python benchmarks/bench_training.py compare --baseline /tmp/h3/baseline --repeats 2
     python benchmarks/bench_training.py asr --mode fast --steps 100        # one worker, prints JSON
 
 Prints a markdown table of both trees' figures, the ratios, and the loss after N steps, and the
@@ -60,7 +60,6 @@ def _quiet():
 def _asr_worker(args):
     import keras
     import numpy as np
-    import tensorflow as tf
     import yaml
 
     from speechkit.asr import deepspeech2 as ds2
@@ -144,7 +143,6 @@ def _asr_worker(args):
 
 def _wavenet_worker(args):
     import keras
-    import numpy as np
 
     try:
         from speechkit.vocoder import config as vocoder_config_module
@@ -161,14 +159,18 @@ def _wavenet_worker(args):
         fields = {f.name for f in dataclasses.fields(tc)}
         tc = dataclasses.replace(tc, **{k: v for k, v in WAVENET_FAST.items() if k in fields})
         config = dataclasses.replace(config, train=tc)
-    build = getattr(vtrain, "build_model", None)
-    model = build(config, seed=tc.seed)
+    fast = args.mode == "fast"
+    if fast and WAVENET_FAST.get("policy"):
+        keras.config.set_dtype_policy(WAVENET_FAST["policy"])
+    model = vtrain.build_model(config, seed=tc.seed)
     corpus = vdata.corpus_from_manifest(args.manifest, sample_rate=config.frontend.sample_rate,
                                         min_samples=tc.window_frames * config.frontend.hop_length)
     sampler_args = dict(frontend=config.frontend, window_frames=tc.window_frames, context=config.model.cond_context,
                         batch_size=tc.batch_size, seed=tc.seed)
-    if "history" in inspect.signature(vdata.WindowSampler).parameters and getattr(tc, "history", None) is not None:
-        sampler_args["history"] = tc.history
+    history = getattr(tc, "full_history", None)
+    history = WAVENET_FAST.get("history", history) if fast else history
+    if history and hasattr(vdata, "history_frames"):
+        sampler_args["history"] = vdata.history_frames(model.receptive_field().samples, config.frontend.hop_length)
     sampler = vdata.WindowSampler(corpus, **sampler_args)
     dataset = vdata.window_dataset(sampler, model_config=config.model)
     recorder = _StepRecorder()
@@ -180,9 +182,9 @@ def _wavenet_worker(args):
     result = recorder.summary(time.perf_counter() - started, warmup=args.warmup)
     result["parameters"] = int(model.count_params())
     result["batch_size"], result["window"] = tc.batch_size, window
+    result["history"] = sampler_args.get("history", 0)
     result["accuracy"] = recorder.logs.get("accuracy")
     print("RESULT " + json.dumps(result), flush=True)
-    del np
 
 
 class _StepRecorder:
@@ -252,9 +254,10 @@ def _WarmupExponential(*args):
 
 def _run_worker(tree, kind, mode, steps, extra=()):
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), TF_CPP_MIN_LOG_LEVEL="2")
-    preset = os.path.join(os.path.abspath(tree), "models", os.path.basename(ASR_PRESET if kind == "asr" else WAVENET_PRESET))
-    command = [sys.executable, os.path.abspath(__file__), kind, "--mode", mode, "--steps", str(steps), "--preset", preset,
-               *extra]
+    preset = os.path.join(os.path.abspath(tree), "models",
+                          os.path.basename(ASR_PRESET if kind == "asr" else WAVENET_PRESET))
+    command = [sys.executable, os.path.abspath(__file__), kind, "--mode", mode, "--steps", str(steps),
+               "--preset", preset, *extra]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

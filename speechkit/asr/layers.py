@@ -202,7 +202,8 @@ class MaskedConv2D(keras.layers.Layer):
         self.filters = int(filters)
         self.kernel_size = tuple(int(k) for k in kernel_size)
         self.strides = tuple(int(s) for s in strides)
-        if self.filters < 1 or len(self.kernel_size) != 2 or len(self.strides) != 2 or min(self.kernel_size + self.strides) < 1:
+        if (self.filters < 1 or len(self.kernel_size) != 2 or len(self.strides) != 2
+                or min(self.kernel_size + self.strides) < 1):
             raise ValueError(f"need filters >= 1 and (time, frequency) pairs >= 1; received: filters={filters}, "
                              f"kernel_size={kernel_size}, strides={strides}")
         self.relu_clip = float(relu_clip)
@@ -317,7 +318,7 @@ def _gru_backward_xla(grad_h, h, gates, kernel):
     gradient is ``(da_z, da_r, da_n)``, the recurrent product's is ``(da_z, da_r, da_n r)``, and
     ``g`` for the previous step is ``g z + d_rec U^T`` plus the upstream gradient there.
     """
-    frames, units = tf.shape(h)[0], tf.shape(kernel)[1]
+    frames = tf.shape(h)[0]
     h_prev = tf.concat([tf.zeros_like(h[:1]), h[:-1]], axis=0)
     z, r, n, rec_n = gates[0], gates[1], gates[2], gates[3]
     kernel_t = tf.transpose(kernel, [0, 2, 1])
@@ -421,7 +422,8 @@ class BatchNormGRU(keras.layers.Layer):
         def recurrent_init(shape, dtype=None):
             return ops.stack([orthogonal((shape[1], shape[2]), dtype=dtype) for _ in range(shape[0])])
 
-        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(self.directions, self.units, 3 * self.units),
+        self.recurrent_kernel = self.add_weight(name="recurrent_kernel",
+                                                shape=(self.directions, self.units, 3 * self.units),
                                                 initializer=recurrent_init)
         self.recurrent_bias = self.add_weight(name="recurrent_bias", shape=(self.directions, 3 * self.units),
                                               initializer="zeros")

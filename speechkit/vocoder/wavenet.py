@@ -385,6 +385,17 @@ class MelUpsampler(keras.layers.Layer):
                 "factors": list(self.factors), "mel_mean": self.mel_mean, "mel_std": self.mel_std}
 
 
+def _align_to_targets(y, y_pred, sample_weight):
+    """The last ``y.shape[1]`` positions of ``y_pred`` (and of a per-position ``sample_weight``)."""
+    if y is None or y_pred is None:
+        return y_pred, sample_weight
+    keep = keras.ops.shape(y)[1]
+    y_pred = y_pred[:, keras.ops.shape(y_pred)[1] - keep:]
+    if sample_weight is not None and len(keras.ops.shape(sample_weight)) > 1:
+        sample_weight = sample_weight[:, keras.ops.shape(sample_weight)[1] - keep:]
+    return y_pred, sample_weight
+
+
 @keras.saving.register_keras_serializable(package="speechkit")
 class WaveNet(keras.Model):
     """The conditional WaveNet vocoder.
@@ -512,6 +523,20 @@ class WaveNet(keras.Model):
 
     def call(self, inputs, training=None):
         return self.forward(inputs)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss on the outputs aligned with ``y``: targets cover the END of the input.
+
+        Training windows may carry real history before the positions they score
+        (``speechkit.vocoder.data.WindowSampler``); those positions only give context.
+        """
+        y_pred, sample_weight = _align_to_targets(y, y_pred, sample_weight)
+        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The compiled metrics on the outputs aligned with ``y`` (see ``compute_loss``)."""
+        y_pred, sample_weight = _align_to_targets(y, y_pred, sample_weight)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def build(self, input_shape=None):
         batch = 1
