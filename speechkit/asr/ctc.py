@@ -4,8 +4,9 @@ import keras
 import tensorflow as tf
 
 from speechkit.text import BLANK_INDEX
+from speechkit.training.distribute import multi_worker
 
-__all__ = ["CTCTrainer", "ctc_loss", "ctc_min_frames", "multi_worker"]
+__all__ = ["CTCTrainer", "ctc_loss", "ctc_min_frames"]
 
 
 def ctc_min_frames(label):
@@ -113,8 +114,10 @@ class CTCTrainer(keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         """Skip Keras' build from the first batch when ``train`` has already built network and optimizer.
 
-        That build reduces the first (nested) batch across workers, which fails under
-        ``MultiWorkerMirroredStrategy``, and it has nothing left to create here.
+        That build reduces the first (nested) batch across workers with ``strategy.reduce``, which
+        fails under ``MultiWorkerMirroredStrategy`` (Keras 3.15: "Attempt to convert a value
+        (PerReplica...) to a Tensor"), and it has nothing left to create here. Keras offers no
+        public switch for this; without the override multi-worker training fails at its first step.
         """
         if self.built and self.optimizer is not None and self.optimizer.built:
             return
@@ -156,10 +159,3 @@ def _ctc_min_frames(labels, label_lengths):
     inside = tf.sequence_mask(label_lengths - 1, tf.shape(labels)[1] - 1)
     repeats = tf.logical_and(tf.equal(labels[:, 1:], labels[:, :-1]), inside)
     return label_lengths + tf.reduce_sum(tf.cast(repeats, tf.int32), axis=1)
-
-
-def multi_worker(dist):
-    """True when ``dist`` is a ``MultiWorkerMirroredStrategy`` running across several workers."""
-    extended = getattr(dist, "extended", None)
-    return (isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy)
-            and bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()))
