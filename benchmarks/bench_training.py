@@ -17,7 +17,7 @@ and runs ``fit`` over the first ``--steps`` steps. It times every step at ``on_t
   training uses (see ``WAVENET_FAST``).
 
 Usage:
-    python benchmarks/bench_training.py compare --baseline /tmp/h3/baseline --repeats 2
+    python benchmarks/bench_training.py compare --baseline /tmp/h3/baseline --repeats 2   # ("compare" may be left out)
     python benchmarks/bench_training.py asr --mode fast --steps 100        # one worker, prints JSON
 
 Prints a markdown table of both trees' figures, the ratios, and the loss after N steps, and the
@@ -43,7 +43,7 @@ DEV_MANIFEST = os.path.join(ROOT, "data", "mini", "dev.jsonl")
 
 # Options the fast paths pass where the tree supports them.
 ASR_FAST = {"bucket_frames": None, "cache_features": True, "jit_compile": False}
-WAVENET_FAST = {"jit_compile": True}
+WAVENET_FAST = {"jit_compile": True, "history": True}
 
 
 # -- Workers (run inside one tree) -- #
@@ -185,6 +185,44 @@ def _wavenet_worker(args):
     result["history"] = sampler_args.get("history", 0)
     result["accuracy"] = recorder.logs.get("accuracy")
     print("RESULT " + json.dumps(result), flush=True)
+
+
+def _history_worker(args):
+    """Train the preset for ``--steps`` steps with and without window history; score both on dev windows."""
+    import keras
+
+    from speechkit.vocoder import data as vdata
+    from speechkit.vocoder.config import load_vocoder_config
+    from speechkit.vocoder.train import build_model
+
+    config = load_vocoder_config(args.preset)
+    tc = config.train
+    hop, rate = config.frontend.hop_length, config.frontend.sample_rate
+    train = vdata.corpus_from_manifest(args.manifest, sample_rate=rate, min_samples=tc.window_frames * hop)
+    dev = vdata.corpus_from_manifest(args.dev, sample_rate=rate, min_samples=tc.window_frames * hop)
+    results = {}
+    for history_on in (False, True):
+        model = build_model(config, seed=tc.seed)
+        history = vdata.history_frames(model.receptive_field().samples, hop)
+        sampler = vdata.WindowSampler(train, frontend=config.frontend, window_frames=tc.window_frames,
+                                      context=config.model.cond_context, batch_size=tc.batch_size, seed=tc.seed,
+                                      history=history if history_on else 0)
+        started = time.perf_counter()
+        model.fit(vdata.window_dataset(sampler, model_config=config.model), epochs=1, steps_per_epoch=args.steps,
+                  verbose=0)
+        seconds = time.perf_counter() - started
+        scores = {}
+        for dev_history in (history, 0):
+            dev_sampler = vdata.WindowSampler(dev, frontend=config.frontend, window_frames=tc.window_frames,
+                                              context=config.model.cond_context, batch_size=8, seed=12345,
+                                              history=dev_history)
+            dataset = vdata.window_dataset(dev_sampler, model_config=config.model).take(args.dev_batches)
+            loss, accuracy = model.evaluate(dataset, verbose=0)[:2]
+            scores["full_history" if dev_history else "zero_history"] = {"loss": loss, "accuracy": accuracy}
+        results["history" if history_on else "no_history"] = {"train_seconds": seconds, "dev": scores,
+                                                              "history_frames": history if history_on else 0}
+        keras.backend.clear_session()
+    print("RESULT " + json.dumps(results), flush=True)
 
 
 class _StepRecorder:
@@ -343,19 +381,29 @@ def main(argv=None):
         p.add_argument("--warmup", type=int, default=10 if kind == "wavenet" else None,
                        help="steps left out of the steady-state figure")
         p.add_argument("--options", default=None, help="JSON overrides of the fast options")
+    p = sub.add_parser("wavenet-history", help="dev accuracy with full history after N steps, trained without "
+                                               "and with window history (prints RESULT json)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--preset", default=WAVENET_PRESET)
+    p.add_argument("--manifest", default=MANIFEST)
+    p.add_argument("--dev", default=DEV_MANIFEST)
+    p.add_argument("--dev-batches", type=int, default=25, help="dev batches of 8 windows")
     p = sub.add_parser("compare", help="baseline tree vs this tree, alternating processes")
     p.add_argument("--baseline", required=True, help="source tree of the baseline revision (a git worktree)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--asr-steps", type=int, default=100, help="0 skips the ASR measurement")
     p.add_argument("--wavenet-steps", type=int, default=60, help="0 skips the WaveNet measurement")
     p.add_argument("--json", default=None, help="also write every run's figures here")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0].startswith("--") and argv[0] != "--help":
+        argv = ["compare", *argv]
     args = parser.parse_args(argv)
     if args.command == "compare":
         _compare(args)
         return
     _quiet()
     sys.path.insert(0, ROOT) if not os.environ.get("PYTHONPATH") else None
-    {"asr": _asr_worker, "wavenet": _wavenet_worker}[args.command](args)
+    {"asr": _asr_worker, "wavenet": _wavenet_worker, "wavenet-history": _history_worker}[args.command](args)
 
 
 if __name__ == "__main__":
