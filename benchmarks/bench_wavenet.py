@@ -38,8 +38,9 @@ PRESET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models"
 
 
 def _model(run, preset):
+    from speechkit.vocoder.config import load_vocoder_config
     from speechkit.vocoder.generation import load_vocoder
-    from speechkit.vocoder.train import build_model, load_vocoder_config
+    from speechkit.vocoder.train import build_model
 
     if run:
         return load_vocoder(run).model, run
