@@ -6,7 +6,7 @@ preset stays in cache, the per-layer matrix-vector products are written as conti
 multiply-add loops that LLVM vectorises, and there is no per-op dispatch. It reads the Keras
 model's weights, keeps its state in the same ring-buffer layout as ``WaveNet.initial_state``
 (so a state primed by the TensorFlow full pass continues here), and draws samples with the same
-inverse-CDF rule from the same uniform noise. ``tests/test_wavenet_fast.py`` proves logits and
+inverse-CDF rule from the same uniform noise. ``tests/test_wavenet_generation.py`` proves logits and
 samples equal to the TensorFlow path.
 """
 
