@@ -258,11 +258,8 @@ def _verify_vocoder(original, packed, audios, *, seconds=0.25):
 # -- Packing -- #
 
 def _sha256(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _revision():

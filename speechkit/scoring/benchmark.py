@@ -174,11 +174,8 @@ def _fingerprint(path):
 
 
 def _file_digest(path):
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _decode_config(spec, model_dir):
