@@ -42,7 +42,7 @@ from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.deepspeech2 import DeepSpeech2
 from speechkit.asr.inference import load_run
 from speechkit.asr.lm import LM_BINARY, LM_INFO, LM_UNIGRAMS
-from speechkit.errors import ConfigError, KenLMError, RunError
+from speechkit.errors import ConfigError, KenLMError, RunError, SpeechkitError
 from speechkit.frontend import mu_law_encode
 from speechkit.runs import WEIGHT_DTYPES, RunDir
 from speechkit.vocoder.generation import load_vocoder
@@ -59,6 +59,7 @@ __all__ = [
     "default_model",
     "model_decode_config",
     "pack_model",
+    "eval_figures",
     "probe_audio",
     "card_summary",
 ]
@@ -316,6 +317,24 @@ def _training_section(summary):
             "wall_hours": None if wall is None else wall / 3600, "cpu_hours": None if cpu is None else cpu / 3600,
             "audio_hours_seen": (summary.get("audio_seconds_trained") or 0) / 3600 or None,
             "best_dev_wer": summary.get("best_dev_wer"), "stopped": summary.get("stopped")}
+
+
+def eval_figures(name, report_path):
+    """The card figures of one ``speechkit eval`` report: ``{name}_wer``, ``_cer``, ``_rtf`` and ``_utterances``.
+
+    Args:
+        name: str, the figures' prefix, e.g. ``"test_greedy"``.
+        report_path: str, an evaluation's ``report.json``.
+
+    Raises:
+        SpeechkitError: the report is missing or lacks a figure (the message names the file).
+    """
+    try:
+        with open(report_path, encoding="utf-8") as f:
+            report = json.load(f)
+        return {f"{name}_{key}": report[key] for key in ("wer", "cer", "rtf", "utterances")}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise SpeechkitError(f"{report_path}: not a 'speechkit eval' report ({err})") from None
 
 
 def pack_model(run_dir, *, name, root=None, float16=False, force=False, probes=None, figures=None, data=None,

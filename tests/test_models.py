@@ -16,10 +16,10 @@ from speechkit.asr.deepspeech2 import build_deepspeech2
 from speechkit.asr.inference import load_run
 from speechkit.asr.lm import build_lm
 from speechkit.cli import main
-from speechkit.errors import KenLMError, RunError
+from speechkit.errors import KenLMError, RunError, SpeechkitError
 from speechkit.frontend import FrontendConfig
-from speechkit.models import (MAX_FILE_BYTES, MODELS_ENV, default_model, list_models, model_decode_config,
-                              models_root, pack_model, probe_audio, resolve_model)
+from speechkit.models import (MAX_FILE_BYTES, MODELS_ENV, default_model, eval_figures, list_models,
+                              model_decode_config, models_root, pack_model, probe_audio, resolve_model)
 from speechkit.runs import RunDir
 from speechkit.text import Vocabulary
 from speechkit.vocoder.config import VocoderConfig
@@ -288,3 +288,13 @@ def test_cli_export_with_model_and_no_default(released, speech_wav, tmp_path, mo
     capsys.readouterr()
     assert main(["transcribe", speech_wav]) == 2
     assert "no released asr model" in capsys.readouterr().err
+
+
+def test_eval_figures_read_an_eval_report_and_name_a_bad_one(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"wer": 0.25, "cer": 0.1, "rtf": 0.02, "utterances": 187, "words": 2020}))
+    assert eval_figures("test_greedy", str(report)) == {"test_greedy_wer": 0.25, "test_greedy_cer": 0.1,
+                                                        "test_greedy_rtf": 0.02, "test_greedy_utterances": 187}
+    report.write_text(json.dumps({"wer": 0.25}))
+    with pytest.raises(SpeechkitError, match="report.json: not a 'speechkit eval' report"):
+        eval_figures("x", str(report))

@@ -34,6 +34,8 @@ def register(commands, groups):
     q.add_argument("--probe-limit", type=int, default=4, help="utterances of --probe used")
     q.add_argument("--figure", action="append", default=[], metavar="NAME=VALUE",
                    help="a measured figure for the card, e.g. test_wer_greedy=0.18 (repeatable)")
+    q.add_argument("--eval", action="append", default=[], metavar="NAME=REPORT",
+                   help="figures NAME_wer, NAME_cer, NAME_rtf from a 'speechkit eval' report.json (repeatable)")
     q.add_argument("--data", default=None, help="what the model was trained on, for the card")
     q.add_argument("--description", default=None, help="one line for the listing and the card")
     q.add_argument("--notes", default=None, metavar="FILE", help="Markdown appended to the model card")
@@ -135,10 +137,17 @@ def _figures(items):
 def _pack(args):
     from speechkit import audio as audio_io
     from speechkit.data.manifest import read_manifest
-    from speechkit.models import pack_model
+    from speechkit.models import eval_figures, pack_model
     from speechkit.runs import RunDir
 
-    figures = _figures(args.figure)
+    figures = {}
+    for item in args.eval:
+        key, sep, path = item.partition("=")
+        if not sep or not key:
+            print(f"speechkit models pack: error: --eval needs NAME=REPORT, received {item!r}", file=sys.stderr)
+            return 2
+        figures.update(eval_figures(key, path))
+    figures.update(_figures(args.figure))
     probes = None
     if args.probe:
         rate = RunDir(args.run).frontend().sample_rate
