@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # The release recipe: synthesise the release corpus (5 h of training audio from 200 synthetic speakers;
-# dev and test are the mini corpus's own, so the released model is measured on unseen mini test speakers)
-# and write its manifests. The training stages follow once the release campaign settles.
+# dev and test are the mini corpus's own, so the released model is measured on unseen mini test speakers),
+# train ds2-mini on it in time-budgeted campaigns, each resuming the last, and pack models/ds2-mini.
 #
 # Usage: recipes/release/run.sh [--stage N] [--stop-stage N] [--exp DIR] [--data DIR] [--seed N]
-#   Stages: 1 corpus, 2 manifests. Finished stages are skipped; an interrupted stage 1 resumes.
+#   Stages: 1 corpus, 2 manifests, 3 pruned LM, 4 ASR campaign (ASR_BUDGET minutes; resumes every time),
+#           5 alpha/beta tuning, 6 test evaluation (greedy, beam + LM), 7 pack into models/ds2-mini.
+#   Stages 1-3 skip finished work; 4-7 run again on each call, so one call is one campaign.
 #   FAST=1 recipes/release/run.sh   runs a tiny smoke version (its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common/stages.sh
 
-stage=1; stop_stage=2; seed=0
+stage=1; stop_stage=7; seed=0
+asr_config=models/ds2-mini-release.yaml; release_name=ds2-mini
 if [ "${FAST:-0}" = 1 ]; then
   data=data/release-fast; exp=exp/release-fast
   synth_args=(--train-hours 0.05 --dev-minutes 0.4 --test-minutes 0.4 --extra-train-speakers 20)
+  asr_budget=${ASR_BUDGET:-1}; asr_args=(--epochs 2); lm_order=3
+  tune_args=(--alphas 0.5 1.0 --betas 0.0 1.0 --beam-width 16)
+  pack_root=$exp/models
 else
   data=data/release; exp=exp/release
   synth_args=(--train-hours "${TRAIN_HOURS:-5}" --extra-train-speakers "${EXTRA_SPEAKERS:-160}")
+  asr_budget=${ASR_BUDGET:-60}; asr_args=(); lm_order=4
+  tune_args=(--alphas 0.5 0.75 1.0 1.25 1.5 2.0 --betas 0.0 0.5 1.0 2.0 3.0 --beam-width 64 --jobs 2)
+  pack_root=models
 fi
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,12 +34,12 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$exp"
-echo "$0 $*" >"$exp/command.txt"
+echo "$0 $*" >>"$exp/command.txt"
 
 if stage_enabled 1; then
   log "Stage 1: synthesise the release corpus: ../shared/corpus/books -> $data"
@@ -42,4 +51,31 @@ if stage_enabled 2; then
     [ -s "$data/$split.jsonl" ] || speechkit data import-librispeech "$data/$split" --out "$data/$split.jsonl"
   done
 fi
-log "Done: $data [elapsed=${SECONDS}s]"
+if stage_enabled 3; then
+  log "Stage 3: build the pruned $lm_order-gram LM (trie, shipped with the model): $data/lm_text.txt -> $exp/lm"
+  [ -s "$exp/lm/lm.json" ] || speechkit lm build --text "$data/lm_text.txt" --order "$lm_order" --out "$exp/lm" \
+    --prune 0 0 1 1 --binary-type trie
+fi
+if stage_enabled 4; then
+  log "Stage 4: a $asr_budget-minute campaign of $(basename "$asr_config" .yaml), resuming: $data/train.jsonl -> $exp/asr"
+  speechkit train asr --config "$asr_config" --train "$data/train.jsonl" --dev "$data/dev.jsonl" --out "$exp/asr" \
+    --time-budget "$asr_budget" --quiet "${asr_args[@]}"
+fi
+if stage_enabled 5; then
+  log "Stage 5: tune alpha and beta on dev: $exp/asr + $exp/lm -> $exp/asr/decode.yaml"
+  speechkit lm tune "$exp/asr" --lm "$exp/lm" --dev "$data/dev.jsonl" "${tune_args[@]}"
+fi
+if stage_enabled 6; then
+  log "Stage 6: evaluate greedy and beam + LM: $data/test.jsonl -> $exp/eval/{greedy,beam_lm}"
+  speechkit eval "$exp/asr" --manifest "$data/test.jsonl" --out "$exp/eval/greedy" --decoder greedy
+  speechkit eval "$exp/asr" --manifest "$data/test.jsonl" --out "$exp/eval/beam_lm"
+fi
+if stage_enabled 7; then
+  log "Stage 7: pack the release (float16 weights, LM, model card): $exp/asr -> $pack_root/$release_name"
+  SPEECHKIT_MODELS=$pack_root speechkit models pack "$exp/asr" --name "$release_name" --float16 --force \
+    --probe "$data/test.jsonl" --eval "test_greedy=$exp/eval/greedy/report.json" \
+    --eval "test_beam_lm=$exp/eval/beam_lm/report.json" \
+    --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-5} --extra-train-speakers ${EXTRA_SPEAKERS:-160}; test = the mini test set (unseen speakers)" \
+    --description "Deep Speech 2 mini (3 x BiGRU-192, 80-bin log-mel), trained on 200 synthetic voices"
+fi
+log "Done: $exp [elapsed=${SECONDS}s]"
