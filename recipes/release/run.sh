@@ -5,27 +5,29 @@
 #
 # Usage: recipes/release/run.sh [--stage N] [--stop-stage N] [--exp DIR] [--data DIR] [--seed N]
 #   Stages: 1 corpus, 2 manifests, 3 pruned LM, 4 ASR campaign (ASR_BUDGET minutes; resumes every time),
-#           5 alpha/beta tuning, 6 test evaluation (greedy, beam + LM), 7 pack into models/ds2-mini.
-#   Stages 1-3 skip finished work; 4-7 run again on each call, so one call is one campaign.
+#           5 alpha/beta tuning, 6 test evaluation (greedy, beam + LM), 7 pack into models/ds2-mini,
+#           8 save the resumable checkpoint into models/campaigns/ds2-mini (commit it: the next campaign,
+#           on another machine, starts from it when $exp/asr does not exist).
+#   Stages 1-3 skip finished work; 4-8 run again on each call, so one call is one campaign.
 #   FAST=1 recipes/release/run.sh   runs a tiny smoke version (its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common/stages.sh
 
-stage=1; stop_stage=7; seed=0
+stage=1; stop_stage=8; seed=0
 asr_config=models/ds2-mini-release.yaml; release_name=ds2-mini
 if [ "${FAST:-0}" = 1 ]; then
   data=data/release-fast; exp=exp/release-fast
   synth_args=(--train-hours 0.05 --dev-minutes 0.4 --test-minutes 0.4 --extra-train-speakers 20)
   asr_budget=${ASR_BUDGET:-1}; asr_args=(--epochs 2); lm_order=3
   tune_args=(--alphas 0.5 1.0 --betas 0.0 1.0 --beam-width 16)
-  pack_root=$exp/models
+  pack_root=$exp/models; campaign=$exp/campaign
 else
   data=data/release; exp=exp/release
   synth_args=(--train-hours "${TRAIN_HOURS:-5}" --extra-train-speakers "${EXTRA_SPEAKERS:-160}")
   asr_budget=${ASR_BUDGET:-60}; asr_args=(); lm_order=4
   tune_args=(--alphas 0.5 0.75 1.0 1.25 1.5 2.0 --betas 0.0 0.5 1.0 2.0 3.0 --beam-width 64 --jobs 2)
-  pack_root=models
+  pack_root=models; campaign=models/campaigns/ds2-mini
 fi
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,7 +36,7 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -58,6 +60,10 @@ if stage_enabled 3; then
 fi
 if stage_enabled 4; then
   log "Stage 4: a $asr_budget-minute campaign of $(basename "$asr_config" .yaml), resuming: $data/train.jsonl -> $exp/asr"
+  if [ ! -d "$exp/asr" ] && [ -s "$campaign/backup/state.json" ]; then
+    log "Stage 4: no $exp/asr yet: continuing the committed campaign checkpoint $campaign"
+    mkdir -p "$exp/asr" && cp -r "$campaign/." "$exp/asr/"
+  fi
   speechkit train asr --config "$asr_config" --train "$data/train.jsonl" --dev "$data/dev.jsonl" --out "$exp/asr" \
     --time-budget "$asr_budget" --quiet "${asr_args[@]}"
 fi
@@ -77,5 +83,19 @@ if stage_enabled 7; then
     --eval "test_beam_lm=$exp/eval/beam_lm/report.json" \
     --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-5} --extra-train-speakers ${EXTRA_SPEAKERS:-160}; test = the mini test set (unseen speakers)" \
     --description "Deep Speech 2 mini (3 x BiGRU-192, 80-bin log-mel), trained on 200 synthetic voices"
+fi
+if stage_enabled 8; then
+  log "Stage 8: save the resumable checkpoint (weights, optimizer, position): $exp/asr -> $campaign"
+  rm -rf "$campaign.tmp" && mkdir -p "$campaign.tmp/backup"
+  cp "$exp/asr/config.yaml" "$exp/asr/vocabulary.json" "$exp/asr/train_log.csv" "$exp/asr/command.txt" "$campaign.tmp/"
+  cp "$exp/asr/backup"/ckpt-*.weights.h5 "$campaign.tmp/backup/"
+  # model.keras stays behind (the release holds the best model), so the saved position forgets the best dev
+  # WER: the next campaign's first dev evaluation then writes a model.
+  python - "$exp/asr/backup/state.json" "$campaign.tmp/backup/state.json" <<'PY'
+import json, sys
+state = json.load(open(sys.argv[1]))
+json.dump(dict(state, best=None), open(sys.argv[2], "w"), indent=2)
+PY
+  rm -rf "$campaign" && mv "$campaign.tmp" "$campaign"
 fi
 log "Done: $exp [elapsed=${SECONDS}s]"
