@@ -277,7 +277,7 @@ def test_vocoder_saved_model_matches_generator_in_fresh_process(vocoder_run, spe
 # -- Command line -- #
 
 @pytest.mark.slow
-def test_cli_export_transcribe_vocode_and_check(asr_runs, vocoder_run, speech, tmp_path, capsys):
+def test_cli_export_transcribe_vocode_and_check(asr_runs, vocoder_run, speech, tmp_path, capsys, monkeypatch):
     from speechkit.cli import main
 
     paths, audios = speech
@@ -290,7 +290,9 @@ def test_cli_export_transcribe_vocode_and_check(asr_runs, vocoder_run, speech, t
     lines = capsys.readouterr().out.strip().split("\n")
     exported = load_exported_asr(str(root / "asr"))
     assert lines == [f"{p}\t{t}" for p, t in zip(paths[:2], exported.transcribe(audios[:2]))]
-    assert main(["transcribe"] + paths[:1]) == 2
+    monkeypatch.setenv("SPEECHKIT_MODELS", str(tmp_path / "no-released-models"))
+    assert main(["transcribe"] + paths[:1]) == 2  # no run, no --model, no released model
+    monkeypatch.delenv("SPEECHKIT_MODELS")
 
     wav = tmp_path / "short.wav"
     audio_io.save(str(wav), audios[2][1000:1600])
