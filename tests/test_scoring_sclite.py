@@ -40,6 +40,7 @@ def test_every_utterance_agrees_with_sclite(tmp_path, seed):
     result = crosscheck(refs, [h or "" for h in hyps], workdir=str(tmp_path))
     assert result["agree"], result["mismatches"][:3]
     assert result["speechkit"] == result["sclite"]
+    assert result["speechkit"] == result["sclite"]
 
 
 def test_score_cli_with_sclite_cross_check(tmp_path):
@@ -53,3 +54,14 @@ def test_score_cli_with_sclite_cross_check(tmp_path):
     assert system["sclite"]["agree"]
     assert system["sclite"]["counts"]["S"] == system["substitutions"] == 3
 
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam_lm"])
+def test_released_model_hypotheses_agree_with_sclite(decoder):
+    """A real model's output: ds2-mini's hypotheses on the mini test set (``speechkit eval``, committed)."""
+    path = os.path.join(os.path.dirname(__file__), "data", f"ds2_mini_test_{decoder}_hypotheses.jsonl")
+    rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+    assert len(rows) == 187
+    result = crosscheck([r["ref"] for r in rows], [r["hyp"] for r in rows])
+    assert result["agree"], result["mismatches"][:3]
+    assert result["speechkit"] == result["sclite"]
