@@ -221,6 +221,10 @@ def _recognise(spec, model_dir, utterances, decode):
         for utt in by_path[os.path.normpath(path)]:
             hyps[utt.id] = text
     wall = time.perf_counter() - start
+    if skips.total:
+        first = next(iter(skips.items.values()))[0]
+        logger.warning("%s: audio that could not be recognised counts as missing: %s; first: %s (%s)", spec.name,
+                       skips.summary(), first["item"], first["detail"])
     if decoder is not None and hasattr(decoder, "close"):
         decoder.close()
     seconds = sum(u.duration for u in utterances if u.id in hyps)
