@@ -89,3 +89,17 @@ def test_librispeech_recipe_requires_data(tmp_path):
     proc = subprocess.run(["bash", "recipes/librispeech/run.sh", "--exp", str(tmp_path)], cwd=REPO, capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "--data" in proc.stderr
+
+
+def test_release_recipe_fast_packs_and_saves_a_campaign_that_the_next_call_continues(tmp_path):
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    args = ["bash", "recipes/release/run.sh", "--data", str(data), "--exp", str(exp)]
+    _run(args, REPO, {"FAST": "1"})
+    card = json.loads((exp / "models" / "ds2-mini" / "card.json").read_text())
+    assert card["family"] == "asr" and {"test_greedy_wer", "test_beam_lm_wer"} <= set(card["figures"])
+    state = json.loads((exp / "campaign" / "backup" / "state.json").read_text())
+    assert state["step"] >= 1 and state["best"] is None
+    (exp / "asr").rename(tmp_path / "elsewhere")  # a fresh machine: only the saved campaign is left
+    proc = _run(args + ["--stage", "4", "--stop-stage", "4"], REPO, {"FAST": "1"})
+    assert "continuing the committed campaign checkpoint" in proc.stdout + proc.stderr
+    assert f"resuming {exp / 'asr'} at step {state['step']}" in proc.stdout + proc.stderr

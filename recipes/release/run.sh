@@ -19,15 +19,13 @@ asr_config=models/ds2-mini-release.yaml; release_name=ds2-mini
 if [ "${FAST:-0}" = 1 ]; then
   data=data/release-fast; exp=exp/release-fast
   synth_args=(--train-hours 0.05 --dev-minutes 0.4 --test-minutes 0.4 --extra-train-speakers 20)
-  asr_budget=${ASR_BUDGET:-1}; asr_args=(--epochs 2); lm_order=3
+  asr_budget=${ASR_BUDGET:-1}; asr_args=(--epochs 2); lm_order=3; lm_prune=(0 0 1)
   tune_args=(--alphas 0.5 1.0 --betas 0.0 1.0 --beam-width 16)
-  pack_root=$exp/models; campaign=$exp/campaign
 else
   data=data/release; exp=exp/release
   synth_args=(--train-hours "${TRAIN_HOURS:-5}" --extra-train-speakers "${EXTRA_SPEAKERS:-160}")
-  asr_budget=${ASR_BUDGET:-60}; asr_args=(); lm_order=4
+  asr_budget=${ASR_BUDGET:-60}; asr_args=(); lm_order=4; lm_prune=(0 0 1 1)
   tune_args=(--alphas 0.5 0.75 1.0 1.25 1.5 2.0 --betas 0.0 0.5 1.0 2.0 3.0 --beam-width 64 --jobs 2)
-  pack_root=models; campaign=models/campaigns/ds2-mini
 fi
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +38,11 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+if [ "${FAST:-0}" = 1 ]; then
+  pack_root=$exp/models; campaign=$exp/campaign
+else
+  pack_root=models; campaign=models/campaigns/ds2-mini
+fi
 mkdir -p "$exp"
 echo "$0 $*" >>"$exp/command.txt"
 
@@ -56,7 +59,7 @@ fi
 if stage_enabled 3; then
   log "Stage 3: build the pruned $lm_order-gram LM (trie, shipped with the model): $data/lm_text.txt -> $exp/lm"
   [ -s "$exp/lm/lm.json" ] || speechkit lm build --text "$data/lm_text.txt" --order "$lm_order" --out "$exp/lm" \
-    --prune 0 0 1 1 --binary-type trie
+    --prune "${lm_prune[@]}" --binary-type trie
 fi
 if stage_enabled 4; then
   log "Stage 4: a $asr_budget-minute campaign of $(basename "$asr_config" .yaml), resuming: $data/train.jsonl -> $exp/asr"
