@@ -15,6 +15,7 @@ import time
 
 import keras
 
+from speechkit.config import atomic_write_text
 from speechkit.errors import SpeechkitError
 from speechkit.runs import RunDir
 from speechkit.training.distribute import any_worker
@@ -73,9 +74,7 @@ class Progress(keras.callbacks.Callback):
                     continue
                 if (entry["epoch"], entry["batch"]) < state.position():
                     kept.append(line if line.endswith("\n") else line + "\n")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.writelines(kept)
-        os.replace(path + ".tmp", path)
+        atomic_write_text(path, "".join(kept))
 
     @property
     def step(self):
