@@ -21,7 +21,6 @@ import tensorflow as tf
 from speechkit.errors import ConfigError, RunError, SpeechkitError
 from speechkit.runs import RunDir
 from speechkit.training import TrainState, fit_run, make_optimizer
-from speechkit.vocoder.config import VocoderConfig, VocoderTrainConfig, load_vocoder_config  # noqa: F401 (old home)
 from speechkit.vocoder.data import WindowSampler, corpus_from_dir, corpus_from_manifest, history_frames, window_dataset
 from speechkit.vocoder.generation import Vocoder
 from speechkit.vocoder.wavenet import WaveNet
