@@ -178,6 +178,32 @@ def test_time_budget_stops_cleanly_and_saves(corpus, tmp_path):
     assert state["step"] == summary["step"] and os.path.exists(os.path.join(run, "model.keras"))
 
 
+
+def test_init_from_starts_a_new_run_from_trained_weights(corpus, tmp_path):
+    """``init_from`` copies a trained run's weights before the first step, and refuses a network of another shape."""
+    import keras
+
+    manifest, _ = corpus
+    donor = str(tmp_path / "donor")
+    train(_tiny(epochs=1), train_manifest=manifest, out_dir=donor, verbose=0)
+    donor_model = keras.saving.load_model(os.path.join(donor, "model.keras"), compile=False)
+    donor_weights = {v.path: v.numpy() for v in donor_model.weights}
+    tuned = str(tmp_path / "tuned")
+    frozen = _tiny(epochs=1, optimizer=OptimizerConfig(learning_rate=1e-12, warmup_steps=0, schedule="constant",
+                                                                     min_learning_rate=0.0),
+                   model=dataclasses.replace(_tiny().model, specaugment=SpecAugmentConfig()))
+    summary = train(frozen, train_manifest=manifest, out_dir=tuned, init_from=donor, verbose=0)
+    assert summary["init_from"] == donor and summary["step"] == 3
+    tuned_model = keras.saving.load_model(os.path.join(tuned, "model.keras"), compile=False)
+    kernels = [v.path for v in tuned_model.weights if v.path.endswith("kernel")]
+    assert len(kernels) == 4 and "specaugment/counter" in donor_weights
+    assert all(np.allclose(donor_weights[v.path], v.numpy(), atol=1e-6) for v in tuned_model.weights
+               if v.path in kernels)
+
+    wider = _tiny(model=dataclasses.replace(_tiny().model, rnn_units=48))
+    with pytest.raises(ConfigError, match="its network differs"):
+        train(wider, train_manifest=manifest, out_dir=str(tmp_path / "wider"), init_from=donor, verbose=0)
+
 @pytest.mark.slow
 def test_tiny_model_overfits_five_utterances(corpus):
     """Network, CTC train step and greedy decoding can learn: 120 full-batch steps fit five utterances exactly."""

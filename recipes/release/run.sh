@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The release recipe: synthesise the release corpus (5 h of training audio from 200 synthetic speakers;
+# The release recipe: synthesise the release corpus (11 h of training audio from 400 synthetic speakers;
 # dev and test are the mini corpus's own, so the released model is measured on unseen mini test speakers),
 # train ds2-mini on it in time-budgeted campaigns, each resuming the last, and pack models/ds2-mini.
 #
@@ -8,6 +8,8 @@
 #           5 alpha/beta tuning, 6 test evaluation (greedy, beam + LM), 7 pack into models/ds2-mini,
 #           8 save the resumable checkpoint into models/campaigns/ds2-mini (commit it: the next campaign,
 #           on another machine, starts from it when $exp/asr does not exist).
+#   INIT_FROM=RUN|MODEL starts a new campaign (no $exp/asr yet) from those weights instead of the committed
+#   checkpoint: the way to change the preset's schedule or augmentation, or the corpus, between campaigns.
 #   Stages 1-3 skip finished work; 4-8 run again on each call, so one call is one campaign.
 #   FAST=1 recipes/release/run.sh   runs a tiny smoke version (its figures mean nothing).
 set -euo pipefail
@@ -23,7 +25,7 @@ if [ "${FAST:-0}" = 1 ]; then
   tune_args=(--alphas 0.5 1.0 --betas 0.0 1.0 --beam-width 16)
 else
   data=data/release; exp=exp/release
-  synth_args=(--train-hours "${TRAIN_HOURS:-5}" --extra-train-speakers "${EXTRA_SPEAKERS:-160}")
+  synth_args=(--train-hours "${TRAIN_HOURS:-11}" --extra-train-speakers "${EXTRA_SPEAKERS:-360}")
   asr_budget=${ASR_BUDGET:-60}; asr_args=(); lm_order=4; lm_prune=(0 0 1 1)
   tune_args=(--alphas 0.5 0.75 1.0 1.25 1.5 2.0 --betas 0.0 0.5 1.0 2.0 3.0 --beam-width 64 --jobs 2)
 fi
@@ -63,7 +65,9 @@ if stage_enabled 3; then
 fi
 if stage_enabled 4; then
   log "Stage 4: a $asr_budget-minute campaign of $(basename "$asr_config" .yaml), resuming: $data/train.jsonl -> $exp/asr"
-  if [ ! -d "$exp/asr" ] && [ -s "$campaign/backup/state.json" ]; then
+  if [ -n "${INIT_FROM:-}" ]; then
+    asr_args+=(--init-from "$INIT_FROM")
+  elif [ ! -d "$exp/asr" ] && [ -s "$campaign/backup/state.json" ]; then
     log "Stage 4: no $exp/asr yet: continuing the committed campaign checkpoint $campaign"
     mkdir -p "$exp/asr" && cp -r "$campaign/." "$exp/asr/"
   fi
@@ -84,8 +88,8 @@ if stage_enabled 7; then
   SPEECHKIT_MODELS=$pack_root speechkit models pack "$exp/asr" --name "$release_name" --float16 --force \
     --probe "$data/test.jsonl" --eval "test_greedy=$exp/eval/greedy/report.json" \
     --eval "test_beam_lm=$exp/eval/beam_lm/report.json" \
-    --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-5} --extra-train-speakers ${EXTRA_SPEAKERS:-160}; test = the mini test set (unseen speakers)" \
-    --description "Deep Speech 2 mini (3 x BiGRU-192, 80-bin log-mel), trained on 200 synthetic voices"
+    --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-11} --extra-train-speakers ${EXTRA_SPEAKERS:-360}; test = the mini test set (unseen speakers)" \
+    --description "Deep Speech 2 mini (3 x BiGRU-192, 80-bin log-mel), trained on 400 synthetic voices"
 fi
 if stage_enabled 8; then
   log "Stage 8: save the resumable checkpoint (weights, optimizer, position): $exp/asr -> $campaign"

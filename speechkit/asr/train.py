@@ -11,6 +11,10 @@ The run directory (``speechkit.runs.RunDir``) holds:
 - ``skipped.json`` (utterances left out and why), ``train_summary.json`` and ``DONE`` once training
   ends normally.
 
+A run can start from the weights of another run or a released model (``init_from``): fine-tuning
+on new data, or a new schedule or augmentation for a model that has stopped improving. Only the
+weights are taken; the optimizer, schedule and batch plan start from step 0.
+
 The batch plan of an epoch is a pure function of ``(seed, epoch)`` (``plan_batches``: SortaGrad in
 epoch 0, length buckets after it), so a resumed run sees exactly the batches an uninterrupted run
 would have seen. A step whose loss or gradients are not finite changes nothing (``CTCTrainer``);
@@ -33,6 +37,7 @@ import tensorflow as tf
 from speechkit.asr.ctc import CTCTrainer, ctc_min_frames
 from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.deepspeech2 import DeepSpeech2Config, build_deepspeech2, output_lengths
+from speechkit.asr.inference import load_run
 from speechkit.config import Config
 from speechkit.data.manifest import SkipReport, read_manifest
 from speechkit.data.pipeline import FeatureCache, asr_dataset, frame_counts, plan_batches
@@ -210,8 +215,35 @@ def _dev_evaluator(config, network, dev_manifest, vocabulary):
 
 # -- Training -- #
 
+def _warm_start(network, source, config, vocabulary):
+    """Copy the weights of the run or released model ``source`` into the freshly built ``network``.
+
+    Weights are matched by path; SpecAugment's step counter is the run's own, so the donor may have
+    been trained with other masks.
+
+    Raises:
+        RunError: ``source`` is not a loadable ASR run or model.
+        ConfigError: its front end, vocabulary or layer shapes differ from this run's.
+    """
+    donor = load_run(source)
+    donor.frontend.check_matches(config.frontend, source=donor.run_dir)
+    if donor.vocabulary.characters != vocabulary.characters:
+        raise ConfigError(f"{donor.run_dir}: its vocabulary differs from this run's; cannot start from its weights")
+    theirs = {v.path: v for v in donor.network.weights if not v.path.startswith("specaugment/")}
+    ours = [v for v in network.weights if not v.path.startswith("specaugment/")]
+    misfits = [f"{v.path}: {tuple(theirs[v.path].shape) if v.path in theirs else 'missing'} vs {tuple(v.shape)}"
+               for v in ours if v.path not in theirs or tuple(theirs[v.path].shape) != tuple(v.shape)]
+    misfits += [f"{path}: not in this model" for path in sorted(set(theirs) - {v.path for v in ours})]
+    if misfits:
+        raise ConfigError(f"{donor.run_dir}: its network differs from this run's model section ({misfits[0]}); "
+                          "cannot start from its weights")
+    for variable in ours:
+        variable.assign(theirs[variable.path])
+    logger.info("started from the weights of %s", donor.run_dir)
+
+
 def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, time_budget=None,
-          mixed_precision=False, strategy="default", command=None, verbose="auto"):
+          mixed_precision=False, strategy="default", init_from=None, command=None, verbose="auto"):
     """Train (or resume training) a Deep Speech 2 model into ``out_dir``.
 
     Args:
@@ -230,13 +262,16 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
             the cluster in ``TF_CONFIG``; run the same command on every worker with the same ``out_dir``
             on shared storage: the chief writes it, the others write to a temporary directory).
         command: optional str recorded in ``command.txt``; defaults to ``sys.argv``.
+        init_from: optional str, a run or released model directory whose weights a new run starts
+            from (same front end, vocabulary and layer shapes); ignored when resuming a checkpoint.
         verbose: Keras ``fit`` verbosity (``"auto"`` shows the progress bar).
 
     Returns:
         dict summary (also written to ``train_summary.json`` and ``DONE``).
 
     Raises:
-        ConfigError: an unknown strategy, or ``multi-worker`` without ``TF_CONFIG``.
+        ConfigError: an unknown strategy, or ``multi-worker`` without ``TF_CONFIG``; ``init_from``
+            does not fit this run's model.
         RunError: ``out_dir`` holds a run with another config (the message lists the fields).
         SpeechkitError: no usable data, other training data than the checkpoint's, or training diverged.
     """
@@ -284,6 +319,8 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
             probe = np.zeros((1, 8, config.frontend.num_features), np.float32)
             trainer([probe, np.array([8], np.int32)])
             trainer.optimizer.build(trainer.trainable_variables)
+            if init_from is not None and state.weights is None:
+                _warm_start(network, init_from, config, vocabulary)
         logger.info("network: %d parameters, time reduction %d", network.count_params(),
                     config.model.time_reduction_factor)
         plan = EpochPlan(lambda e: plan_batches(durations, batch_size=config.batch_size, epoch=e, seed=config.seed,
@@ -313,7 +350,8 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
     finally:
         keras.config.set_dtype_policy(previous_policy)
     summary["best_dev_wer"] = summary.pop("best")
-    summary.update(training_utterances=len(utterances), strategy=strategy, replicas=dist.num_replicas_in_sync)
+    summary.update(training_utterances=len(utterances), strategy=strategy, replicas=dist.num_replicas_in_sync,
+                   init_from=init_from)
     run.mark_done(summary)
     if run is not home:
         shutil.rmtree(run.path, ignore_errors=True)

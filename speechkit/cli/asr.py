@@ -24,6 +24,9 @@ def register(commands, groups):
     p.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"), default="default",
                    help="tf.distribute strategy: mirrored = all local GPUs (or logical CPUs); multi-worker = the "
                    "hosts in TF_CONFIG, same command and --out (shared storage) on each")
+    p.add_argument("--init-from", default=None, metavar="RUN|MODEL",
+                   help="start a new run from the weights of a trained run or released model (fine-tuning; same "
+                   "front end and layers); the optimizer and schedule start afresh")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
     p.set_defaults(func=_train)
 
@@ -89,10 +92,15 @@ def _report_skips(args, skips):
 
 def _train(args):
     from speechkit.asr.train import load_train_config, train
+    from speechkit.models import resolve_model
 
     config = load_train_config(args.config)
+    init_from = args.init_from
+    if init_from is not None and not os.path.isdir(init_from):
+        init_from = resolve_model(init_from, family="asr")
     summary = train(config, train_manifest=args.train, dev_manifest=args.dev, out_dir=args.out, epochs=args.epochs,
                     time_budget=args.time_budget, mixed_precision=args.mixed_precision, strategy=args.strategy,
+                    init_from=init_from,
                     command=" ".join(shlex.quote(a) for a in ["speechkit"] + sys.argv[1:]),
                     verbose=2 if args.quiet else "auto")
     best, speed = summary["best_dev_wer"], summary["throughput_audio_s_per_s"]
