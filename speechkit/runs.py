@@ -53,7 +53,7 @@ __all__ = ["RunDir", "WEIGHT_DTYPES"]
 
 logger = logging.getLogger(__name__)
 
-_PARTIAL = re.compile(r"\.tmp\.\d+(\.keras)?$")
+_PARTIAL = re.compile(r"\.tmp\.\d+(\.keras|\.npz)?$|^tmp-\d+\.weights\.h5$")
 _MISSING = "<missing>"
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 WEIGHT_DTYPES = ("float32", "float16")
@@ -152,6 +152,9 @@ class RunDir:
 
     def remove_partial_files(self):
         """Delete temporary files that a killed atomic write left behind (in the run and ``backup/``).
+
+        That is every ``NAME.tmp.PID`` of this class's writers and the ``tmp-PID.weights.h5`` of the
+        training checkpoints (``speechkit.training.Checkpoint``).
 
         Call it only while no other process writes to the run, for example when training starts.
 

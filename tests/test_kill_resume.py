@@ -149,9 +149,9 @@ def test_checkpoint_killed_while_writing_weights_keeps_the_last_one(tracker, tmp
     trainer.load_weights(str(tmp_path / "backup" / state["weights"]))
     assert int(trainer.optimizer.iterations.numpy()) == 0
 
-    from speechkit.training import Checkpoint
+    from speechkit.runs import RunDir
 
-    Checkpoint.remove_partial_files(str(tmp_path / "backup"))
+    RunDir(str(tmp_path)).remove_partial_files()
     assert sorted(os.listdir(tmp_path / "backup")) == ["ckpt-00000000.weights.h5", "state.json"]
 
 

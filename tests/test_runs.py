@@ -197,8 +197,10 @@ def test_failed_save_keeps_the_old_model(run):
 
 def test_remove_partial_files_clears_only_temp_names(run):
     os.makedirs(run.backup_dir)
-    leftovers = ["config.yaml.tmp.123", "model.tmp.456.keras", os.path.join(RunDir.BACKUP, "state.json.tmp.7")]
-    kept = ["config.yaml", "model.keras", "notes.tmp.txt", os.path.join(RunDir.BACKUP, "state.json")]
+    leftovers = ["config.yaml.tmp.123", "model.tmp.456.keras", "weights.tmp.9.npz",
+                 os.path.join(RunDir.BACKUP, "state.json.tmp.7"), os.path.join(RunDir.BACKUP, "tmp-88.weights.h5")]
+    kept = ["config.yaml", "model.keras", "notes.tmp.txt", os.path.join(RunDir.BACKUP, "state.json"),
+            os.path.join(RunDir.BACKUP, "ckpt-00000200.weights.h5")]
     for name in leftovers + kept:
         run.write_text(name, "x")
     removed = run.remove_partial_files()

@@ -305,8 +305,6 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
         raise SpeechkitError(f"{home.path}: the training data differ from the run's checkpoint; "
                              "train into a new run directory")
     state = state or TrainState(fingerprint=fingerprint)
-    if run is home:
-        run.remove_partial_files()
 
     previous_policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(precision_policy(mixed_precision))

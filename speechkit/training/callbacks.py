@@ -165,12 +165,6 @@ class Checkpoint(keras.callbacks.Callback):
         self.keep = keep
         self._saved_at = state.position()
 
-    @staticmethod
-    def remove_partial_files(backup_dir):
-        """Delete the temporary weight files a kill during a checkpoint leaves behind."""
-        for path in glob.glob(os.path.join(backup_dir, "tmp-*.weights.h5")):
-            os.remove(path)
-
     def restore(self, model, backup_dir=None):
         """Load the weights named by the state into ``model`` (built, with a built optimizer).
 

@@ -68,7 +68,7 @@ def fit_run(model, *, run, state, dataset_at, steps_per_epoch, epochs, describe,
     """
     started = time.monotonic() if started is None else started
     strategy = strategy or tf.distribute.get_strategy()
-    Checkpoint.remove_partial_files(run.backup_dir)
+    run.remove_partial_files()
     Progress.truncate(run.path, state)
     checkpoint = Checkpoint(run.backup_dir, state=state, every=checkpoint_every, keep=keep_checkpoints)
     checkpoint.set_model(model)

@@ -123,7 +123,6 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
         if run.exists(run.SPEAKERS) and run.speakers() != list(corpus.speaker_names):
             raise RunError(f"{run.file(run.SPEAKERS)}: this run was trained on other speakers; use a new run folder")
         run.save_speakers(corpus.speaker_names)
-    run.remove_partial_files()
 
     model = build_model(config, seed=tc.seed)
     rf = model.receptive_field()
