@@ -2,7 +2,9 @@
 
 ``write_report(exp_dir)`` reads what the recipe stages wrote (ASR evaluation reports, training logs,
 LM and tuning results, the vocoder evaluation, the exports) and lays them out for a person: the WER
-table with confidence intervals, per-speaker WER, training curves, spectrograms of original and
+table with confidence intervals next to the released model's figures on the same test set (the
+recipes evaluate ``--model ds2-mini`` into ``EXP/eval_released``), per-speaker WER, training curves,
+spectrograms of original and
 vocoded audio with their wav files, the receptive field, the real-time factors and the export paths.
 Missing parts (a stage not run yet) are reported as missing, not invented.
 
@@ -80,13 +82,30 @@ def _read_csv(path):
         return []
 
 
-def collect(exp_dir):
-    """Gather every figure the report shows into one dict (also written as ``report.json``)."""
+def _eval_sets(root):
+    """``{test set: {decoder: report}}`` from ``root/<test set>/<decoder>/report.json``."""
     eval_sets = {}
-    for report_path in sorted(glob.glob(os.path.join(exp_dir, "eval", "*", "*", "report.json"))):
+    for report_path in sorted(glob.glob(os.path.join(root, "*", "*", "report.json"))):
         decoder = os.path.basename(os.path.dirname(report_path))
         test_set = os.path.basename(os.path.dirname(os.path.dirname(report_path)))
         eval_sets.setdefault(test_set, {})[decoder] = _read_json(report_path)
+    return eval_sets
+
+
+def _released_card(eval_sets):
+    """The model card of the released model the ``eval_released`` reports were made with, or None."""
+    for reports in eval_sets.values():
+        for report in reports.values():
+            run_dir = (report or {}).get("run_dir")
+            if run_dir and os.path.isfile(os.path.join(run_dir, RunDir.CARD)):
+                return _read_json(os.path.join(run_dir, RunDir.CARD))
+    return None
+
+
+def collect(exp_dir):
+    """Gather every figure the report shows into one dict (also written as ``report.json``)."""
+    eval_sets = _eval_sets(os.path.join(exp_dir, "eval"))
+    released = _eval_sets(os.path.join(exp_dir, "eval_released"))
     asr, vocoder = _run(exp_dir, "asr"), _run(exp_dir, "vocoder")
     decode = _from_run(asr, RunDir.DECODE, asr.decode_config) if asr else None
     vocoder_model, vocoder_frontend = _vocoder_description(vocoder)
@@ -95,6 +114,8 @@ def collect(exp_dir):
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "revision": _revision(),
         "eval": eval_sets,
+        "released_eval": released,
+        "released_card": _released_card(released),
         "decode": decode.to_dict() if decode else None,
         "lm": _read_json(os.path.join(exp_dir, "lm", "lm.json")),
         "asr_training": _from_run(asr, RunDir.SUMMARY, asr.summary) if asr else None,
@@ -196,6 +217,27 @@ def _ci(report, key):
     return "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def _released_lines(reports, released, card):
+    """The from-scratch run's test figures next to the released model's, on the same test set."""
+    if not released:
+        return []
+    name = (card or {}).get("name", "released model")
+    lines = [f"Next to the released model `{name}` (`speechkit eval --model {name}`) on the same test set:", "",
+             f"| decoder | this run: WER | `{name}`: WER [95% CI] | this run: RTF | `{name}`: RTF |",
+             "|---|---|---|---|---|"]
+    for key, label in _DECODERS:
+        ours, theirs = reports.get(key), released.get(key)
+        if theirs:
+            our_wer, our_rtf = (_pct(ours["wer"]), f"{ours['decode_rtf']:.4f}") if ours else ("n/a", "n/a")
+            lines.append(f"| {label} | {our_wer} | {_pct(theirs['wer'])}{_ci(theirs, 'wer')} | {our_rtf} | "
+                         f"{theirs['decode_rtf']:.4f} |")
+    training = (card or {}).get("training") or {}
+    if training:
+        lines += ["", f"`{name}` was trained for {training.get('steps')} steps ({_num(training, 'wall_hours'):.1f} "
+                  f"wall hours) on {card.get('data')}; its card: `models/{name}/README.md`."]
+    return lines + [""]
+
+
 def _markdown(data, exp_dir, curves_png):
     lines = [f"# speechkit experiment report: `{os.path.basename(os.path.abspath(exp_dir))}`", "",
              f"Written {data['date']} at revision `{data['revision']}` on a {os.cpu_count()}-core CPU machine.", ""]
@@ -222,6 +264,7 @@ def _markdown(data, exp_dir, curves_png):
             w = best["worst"][0]
             lines += ["", f"Worst utterance `{w['id']}` (WER {_pct(w['wer'])}):", "", "```", w["alignment"], "```"]
         lines.append("")
+        lines += _released_lines(reports, data.get("released_eval", {}).get(test_set), data.get("released_card"))
     training = data["asr_training"]
     if training:
         lines += [f"Training: {training.get('step')} steps ({_num(training, 'epochs_done'):.1f} epochs) on "

@@ -48,12 +48,19 @@ def test_mini_recipe_fast_writes_the_report(mini_fast):
         assert 0.0 <= report["wer"] <= 1.5
     tuned = yaml.safe_load((exp / "asr" / "decode.yaml").read_text())
     assert tuned["decoder"] == "beam" and tuned["alpha"] in (0.5, 1.0) and tuned["beta"] in (0.0, 1.0)
+    # The released model is evaluated on the same (unseen-speaker) test set and recognises the round trip.
+    released = {d: json.loads((exp / "eval_released" / "test" / d / "report.json").read_text())
+                for d in ("greedy", "beam", "beam_lm")}
+    assert all(r["utterances"] == len(test_ids) for r in released.values())
+    assert released["greedy"]["wer"] < 0.75 and released["beam_lm"]["wer"] < 0.6
+    assert "round trip (models/ds2-mini)" in proc.stdout + proc.stderr
     vocoder = json.loads((exp / "vocoder_eval" / "report.json").read_text())["summary"]
     assert "wer_vocoded" in vocoder and "wer_original" in vocoder
     assert (exp / "export" / "asr" / "saved_model.pb").is_file()
     assert (exp / "export" / "vocoder" / "saved_model.pb").is_file()
     md = (exp / "report.md").read_text()
     assert "| beam + LM |" in md and "receptive field" in md and "Round trip" in md
+    assert "Next to the released model `ds2-mini`" in md
     assert "export/asr" in md and "training_curves.png" in md
     html = (exp / "report.html").read_text()
     assert "data:image/png;base64," in html
@@ -103,3 +110,18 @@ def test_release_recipe_fast_packs_and_saves_a_campaign_that_the_next_call_conti
     proc = _run(args + ["--stage", "4", "--stop-stage", "4"], REPO, {"FAST": "1"})
     assert "continuing the committed campaign checkpoint" in proc.stdout + proc.stderr
     assert f"resuming {exp / 'asr'} at step {state['step']}" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("recipe", ["mini", "music", "release"])
+def test_recipes_share_their_options(recipe):
+    """--help prints the whole header comment, up to its last line; an unknown option is refused, naming it."""
+    script = os.path.join(REPO, "recipes", recipe, "run.sh")
+    header = []
+    for line in open(script).read().splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        header.append(line[2:] if line.startswith("# ") else line[1:])
+    shown = subprocess.run(["bash", script, "--help"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0 and shown.stdout.splitlines() == header and "Usage:" in shown.stdout
+    refused = subprocess.run(["bash", script, "--no-such-option"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "unknown option: --no-such-option" in refused.stderr

@@ -67,3 +67,30 @@ def test_missing_and_broken_parts_are_left_out(tmp_path, caplog):
     assert data["asr_training"] is None and data["vocoder_model"] is None and data["decode"] is None
     text = (empty / "report.md").read_text()
     assert "No ASR evaluation yet" in text and "training curves" not in text
+
+
+def _eval_report(path, wer, run_dir):
+    path.mkdir(parents=True)
+    (path / "report.json").write_text(json.dumps({
+        "wer": wer, "cer": wer / 3, "wer_ci95": [wer - 0.01, wer + 0.01], "utterances": 5, "rtf": 0.01,
+        "decode_rtf": 0.02, "run_dir": str(run_dir)}))
+
+
+def test_report_puts_the_released_model_next_to_the_run(tmp_path):
+    exp, _ = _exp(tmp_path)
+    release = RunDir(tmp_path / "models" / "ds2-mini", create=True)
+    release.write_json(RunDir.CARD, {"name": "ds2-mini", "family": "asr", "data": "the release corpus",
+                                     "training": {"steps": 6408, "wall_hours": 1.05}})
+    for decoder, ours, theirs in (("greedy", 0.62, 0.365), ("beam_lm", 0.37, 0.166)):
+        _eval_report(exp / "eval" / "test" / decoder, ours, exp / "asr")
+        _eval_report(exp / "eval_released" / "test" / decoder, theirs, release.path)
+    text = write_report_text(exp)
+    assert "| greedy | 62.00% | 36.50% [35.5, 37.5] | 0.0200 | 0.0200 |" in text
+    assert "| beam + LM | 37.00% | 16.60% [15.6, 17.6] |" in text
+    assert "`ds2-mini` was trained for 6408 steps (1.1 wall hours) on the release corpus" in text
+
+    no_release = tmp_path / "plain"
+    exp.rename(no_release)
+    for path in (no_release / "eval_released").rglob("report.json"):
+        path.unlink()
+    assert "released model" not in write_report_text(no_release)

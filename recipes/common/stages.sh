@@ -6,12 +6,31 @@
 #   asr_config asr_budget asr_args  ASR preset, training time budget in minutes, extra `train asr` flags (array)
 #   tune_args                       extra `speechkit lm tune` flags (array)
 #   vocoder_config vocoder_train vocoder_budget vocode_limit
+#   release_asr                     optional released ASR model (a name or folder): stage 6 evaluates it next
+#                                   to the run ($exp/eval_released, side by side in the report), and it
+#                                   recognises stage 8's round trip, so the vocoder is judged by a model that works
 
 log() { printf '%s (%s:%s) %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S)" "$(basename "${BASH_SOURCE[1]}")" "${BASH_LINENO[0]}" "$*"; }
 stage_enabled() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
+# parse_recipe_options "$@": the options every corpus recipe takes; sets stage, stop_stage, exp, data and seed.
+# --help prints the recipe's header comment.
+parse_recipe_options() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --stage) stage=$2; shift 2 ;;
+      --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
+      --exp) exp=$2; shift 2 ;;
+      --data) data=$2; shift 2 ;;
+      --seed) seed=$2; shift 2 ;;
+      -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+      *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+    esac
+  done
+}
+
 run_model_stages() {
-  local first_test=${test%% *}
+  local first_test=${test%% *} release=${release_asr:-}
   if stage_enabled 3; then
     log "Stage 3: build the KenLM language model: $lm_text -> $exp/lm"
     [ -s "$exp/lm/lm.json" ] || speechkit lm build --text "$lm_text" --order "$lm_order" --out "$exp/lm" "${lm_args[@]}"
@@ -33,6 +52,11 @@ run_model_stages() {
       [ -s "$exp/eval/$name/greedy/report.json" ] || speechkit eval "$exp/asr" --manifest "$manifest" --out "$exp/eval/$name/greedy" --decoder greedy
       [ -s "$exp/eval/$name/beam/report.json" ] || speechkit eval "$exp/asr" --manifest "$manifest" --out "$exp/eval/$name/beam" --decoder beam --lm none
       [ -s "$exp/eval/$name/beam_lm/report.json" ] || speechkit eval "$exp/asr" --manifest "$manifest" --out "$exp/eval/$name/beam_lm" --decoder beam --lm "$exp/lm"
+      [ -n "$release" ] || continue
+      log "Stage 6: evaluate the released model $release: $manifest -> $exp/eval_released/$name/{greedy,beam,beam_lm}"
+      [ -s "$exp/eval_released/$name/greedy/report.json" ] || speechkit eval --model "$release" --manifest "$manifest" --out "$exp/eval_released/$name/greedy" --decoder greedy
+      [ -s "$exp/eval_released/$name/beam/report.json" ] || speechkit eval --model "$release" --manifest "$manifest" --out "$exp/eval_released/$name/beam" --decoder beam --lm none
+      [ -s "$exp/eval_released/$name/beam_lm/report.json" ] || speechkit eval --model "$release" --manifest "$manifest" --out "$exp/eval_released/$name/beam_lm"
     done
   fi
   if stage_enabled 7; then
@@ -41,9 +65,9 @@ run_model_stages() {
       --out "$exp/vocoder" --time-budget "$vocoder_budget"
   fi
   if stage_enabled 8; then
-    log "Stage 8: copy-synthesis and ASR round trip: $first_test -> $exp/vocoder_eval"
+    log "Stage 8: copy-synthesis and ASR round trip (${release:-$exp/asr}): $first_test -> $exp/vocoder_eval"
     [ -s "$exp/vocoder_eval/report.json" ] || speechkit eval-vocoder "$exp/vocoder" --manifest "$first_test" \
-      --out "$exp/vocoder_eval" --limit "$vocode_limit" --asr "$exp/asr"
+      --out "$exp/vocoder_eval" --limit "$vocode_limit" --asr "${release:-$exp/asr}"
   fi
   if stage_enabled 9; then
     log "Stage 9: export and check both SavedModels: $exp/{asr,vocoder} -> $exp/export/{asr,vocoder}"

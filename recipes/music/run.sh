@@ -24,17 +24,7 @@ else
   uncond_budget=${UNCOND_BUDGET:-60}; chords_budget=${CHORDS_BUDGET:-120}; check_args=()
   eval_args=(--clips 48 --seconds 1.0 --prime-seconds 0.25 --plots 2)
 fi
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --data) data=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+parse_recipe_options "$@"
 mkdir -p "$exp"
 echo "$0 $*" >"$exp/command.txt"
 
