@@ -44,7 +44,7 @@ import numpy as np
 import yaml
 
 from speechkit.asr.beam import load_decode_config, save_decode_config
-from speechkit.config import atomic_write_text, to_dict
+from speechkit.config import Config, atomic_write_text, to_dict
 from speechkit.errors import ConfigError, RunError
 from speechkit.frontend import FrontendConfig
 from speechkit.text import Vocabulary
@@ -236,13 +236,23 @@ class RunDir:
         Returns:
             str, the path of ``config.yaml``.
 
+        A field added to ``config``'s class after ``config.yaml`` was written takes its default in the
+        comparison (the stored file is read as this version reads it), so a run can be resumed by a
+        newer speechkit whose new options keep the old behaviour by default.
+
         Raises:
             RunError: ``config.yaml`` exists and differs in another field; the message lists each
                 differing field with its old and new value.
         """
         data = to_dict(config) if dataclasses.is_dataclass(config) else dict(config)
         if self.exists(self.CONFIG):
-            old, new = _flatten(self._read_yaml(self.CONFIG)), _flatten(data)
+            stored = self._read_yaml(self.CONFIG)
+            if isinstance(config, Config):
+                try:
+                    stored = to_dict(type(config).from_dict(stored, source=self.file(self.CONFIG)))
+                except ConfigError:
+                    pass
+            old, new = _flatten(stored), _flatten(data)
             diffs = [f"{key}: {old.get(key, _MISSING)!r} != {new.get(key, _MISSING)!r}"
                      for key in sorted(set(old) | set(new))
                      if old.get(key, _MISSING) != new.get(key, _MISSING) and not _is_mutable(key, mutable)]

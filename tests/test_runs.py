@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import yaml
 
 from speechkit.asr.beam import DecodeConfig
 from speechkit.config import Config
@@ -115,6 +116,19 @@ def test_config_mismatch_reports_missing_fields(run):
     run.write_text(RunDir.CONFIG, "name: a\nextra: 1\n")
     with pytest.raises(RunError, match="extra: 1 != '<missing>'"):
         run.save_config({"name": "a"})
+
+
+def test_a_field_added_since_the_config_was_written_takes_its_default(run):
+    """A run written before a new option existed resumes when the option keeps its default, not otherwise."""
+    run.save_config(_Run())
+    stored = yaml.safe_load(run.read_text(RunDir.CONFIG))
+    del stored["frontend"]["n_mels"], stored["train"]["lr"]
+    run.write_text(RunDir.CONFIG, yaml.safe_dump(stored))
+    run.save_config(_Run())
+    assert run.load_config(_Run) == _Run() and "lr" in yaml.safe_load(run.read_text(RunDir.CONFIG))["train"]
+    run.write_text(RunDir.CONFIG, yaml.safe_dump(stored))
+    with pytest.raises(RunError, match="train.lr: 0.001 != 0.5"):
+        run.save_config(_Run(train=_Train(lr=0.5)))
 
 
 def test_command_is_appended(run):
