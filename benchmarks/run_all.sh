@@ -64,6 +64,7 @@ bench bench_export --asr-run "$exp/asr" --manifest "$data/test.jsonl" --vocoder-
 bench bench_reliability --work "$out/reliability"
 bench bench_synth
 bench bench_scoring
+bench bench_segment --data "$data" --work "$out/segment"
 if wanted bench_training; then
   rm -rf "$out/baseline" && mkdir -p "$out/baseline"
   git archive "$baseline_rev" | tar -x -C "$out/baseline"

@@ -17,6 +17,7 @@ __all__ = ["main", "build_parser"]
 _COMMAND_MODULES = (
     "speechkit.cli.data",
     "speechkit.cli.asr",
+    "speechkit.cli.align",
     "speechkit.cli.lm",
     "speechkit.cli.vocoder",
     "speechkit.cli.export",

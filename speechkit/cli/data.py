@@ -1,6 +1,7 @@
 """``speechkit data ...``: corpus preparation commands."""
 
 import os
+import sys
 
 from speechkit.cli import add_defaults_help
 
@@ -51,6 +52,25 @@ def register(commands, groups):
     p.add_argument("--max-hours", type=float, default=None, help="keep utterances in order until this much audio")
     p.set_defaults(func=_combine)
 
+    p = add_defaults_help(data.add_parser(
+        "segment", help="cut a long recording and its book text into utterances (LibriSpeech layout + manifest) "
+        "by CTC forced alignment with an ASR model"))
+    p.add_argument("audio", help="the long recording (any libsndfile format; read window by window)")
+    p.add_argument("text", help="the book or chapter text read in it (UTF-8); sentences end at . ! ? or blank lines")
+    p.add_argument("--out", required=True, help="output folder: SPEAKER/CHAPTER/*.flac, *.trans.txt, manifest.jsonl, "
+                   "sentences.jsonl, report.json")
+    p.add_argument("--run", default=None, help="ASR run directory (instead of --model)")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="released ASR model (see 'speechkit models') or its folder; default: the released one")
+    p.add_argument("--max-seconds", type=float, default=20.0, help="longest utterance (speech), in seconds")
+    p.add_argument("--min-confidence", type=float, default=0.6,
+                   help="utterances aligned with a lower confidence (mean label posterior) are rejected")
+    p.add_argument("--speaker", default=None, help="speaker id (letters and digits); default: from the file name")
+    p.add_argument("--chapter", default="0", help="chapter id (letters and digits)")
+    p.add_argument("--padding", type=float, default=0.15, help="seconds of audio kept around the speech")
+    p.add_argument("--batch-size", type=int, default=16, help="recognition windows per forward pass")
+    p.set_defaults(func=_segment)
+
     p = add_defaults_help(data.add_parser("text", help="write the transcripts of manifests, one per line (LM text)"))
     p.add_argument("manifests", nargs="+", help="input JSONL manifests")
     p.add_argument("--out", required=True, help="text file to write")
@@ -88,6 +108,32 @@ def _combine(args):
     speakers = args.speakers.split(",") if args.speakers else None
     utterances = combine_manifests(args.manifests, args.out, speakers=speakers, max_hours=args.max_hours)
     print(f"{args.out}: {len(utterances)} utterances, {sum(u.duration for u in utterances) / 3600:.2f} h")
+
+
+def _segment(args):
+    from speechkit.asr.inference import load_run
+    from speechkit.cli.models import model_dir
+    from speechkit.data.segment import segment_recording
+    from speechkit.errors import TextError
+
+    run_dir = model_dir(args, "asr", verb="data segment", use_default=True)
+    if run_dir is None:
+        return 2
+    try:
+        with open(args.text, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise TextError(f"{args.text}: cannot read the text ({err.strerror})") from None
+    recognizer = load_run(run_dir, batch_size=args.batch_size)
+    report = segment_recording(recognizer, args.audio, text, args.out, speaker=args.speaker, chapter=args.chapter,
+                               max_seconds=args.max_seconds, min_confidence=args.min_confidence,
+                               padding_seconds=args.padding, progress=sys.stderr.isatty(), source_text=args.text)
+    rejected = report["rejected"]
+    reasons = ", ".join(f"{k}: {v}" for k, v in rejected["by_reason"].items()) or "none"
+    print(f"{args.out}: {report['utterances']} utterances ({report['kept_seconds'] / 60:.1f} of "
+          f"{report['seconds'] / 60:.1f} min) from {report['sentences']} sentences; rejected {rejected['skipped']} "
+          f"({reasons}); manifest {report['manifest']}")
+    return 0
 
 
 def _text(args):
