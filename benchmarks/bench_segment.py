@@ -17,7 +17,8 @@ boundaries of a sentence are where its own file's sound starts and ends (40 dB b
 - false keeps: kept utterances of left-out text, or covering the unscripted sentence (goal 0).
 
 ``--hour`` also builds one recording of about an hour (the chapters repeated, each with its text) and reports
-the wall time and the peak resident memory of segmenting it, in a fresh process.
+the wall time and the peak resident memory (VmHWM) of segmenting it in a fresh process, next to those of one
+chapter: memory that does not grow with the recording.
 """
 
 import argparse
@@ -113,8 +114,23 @@ def score_chapter(truth, out_dir):
             "rejected": len(records) - len(kept)}
 
 
+def _segment_in_fresh_process(audio, text, out, model):
+    """Segment one recording in a new Python process; its wall time and peak resident memory (VmHWM)."""
+    code = ("import json, sys, time\n"
+            "from speechkit.asr.inference import load_run\nfrom speechkit.models import resolve_model\n"
+            "from speechkit.data.segment import segment_recording\n"
+            f"r = load_run(resolve_model({model!r}, family='asr'))\nt = time.perf_counter()\n"
+            f"rep = segment_recording(r, {audio!r}, open({text!r}, encoding='utf-8').read(), {out!r}, "
+            "speaker='1', chapter='1')\nwall = time.perf_counter() - t\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "print(json.dumps({'wall': wall, 'utterances': rep['utterances'], 'sentences': rep['sentences'], "
+            "'seconds': rep['seconds'], 'rss_mb': int(hwm) / 1024}))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def _hour(chapters, work, model):
-    """Concatenate the chapters (and texts) to about an hour; segment it in a fresh process; wall time and peak RSS."""
+    """Segment one chapter, then the chapters repeated to an hour (with their texts), each in a fresh process."""
     audios, texts, seconds = [], [], 0.0
     while seconds < 3600:
         for name in chapters:
@@ -129,18 +145,10 @@ def _hour(chapters, work, model):
     del audios
     with open(os.path.join(work, "hour.txt"), "w", encoding="utf-8") as f:
         f.write("\n\n".join(texts))
-    code = ("import resource, sys, time, json\n"
-            "from speechkit.asr.inference import load_run\nfrom speechkit.models import resolve_model\n"
-            "from speechkit.data.segment import segment_recording\n"
-            f"r = load_run(resolve_model({model!r}, family='asr'))\nt = time.perf_counter()\n"
-            f"rep = segment_recording(r, {path!r}, open({os.path.join(work, 'hour.txt')!r}).read(), "
-            f"{os.path.join(work, 'hour_out')!r}, speaker='1', chapter='1')\n"
-            "print(json.dumps({'wall': time.perf_counter() - t, 'utterances': rep['utterances'], "
-            "'sentences': rep['sentences'], 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    result["seconds"] = seconds
-    return result
+    one = _segment_in_fresh_process(os.path.join(work, chapters[0] + ".flac"),
+                                    os.path.join(work, chapters[0] + ".txt"), os.path.join(work, "one_out"), model)
+    hour = _segment_in_fresh_process(path, os.path.join(work, "hour.txt"), os.path.join(work, "hour_out"), model)
+    return one, hour
 
 
 def main():
@@ -194,9 +202,11 @@ def main():
                f"p95 {np.percentile(raw, 95):.0f} ms); false keeps {totals['false_keeps']} (left-out text or "
                f"unscripted speech); {totals['rejected']} rejected; segmentation RTF {wall / audio_seconds:.4f}")
     if args.hour:
-        hour = _hour([f"chapter{s}" for s in speakers], work, args.model)
-        figures += (f"; {hour['seconds'] / 60:.0f}-min recording: {hour['wall']:.0f} s wall, peak RSS "
-                    f"{hour['rss_mb']:.0f} MB, {hour['utterances']} utterances of {hour['sentences']} sentences")
+        one, hour = _hour([f"chapter{s}" for s in speakers], work, args.model)
+        figures += (f"; fresh process, peak RSS (VmHWM) and wall: {one['seconds'] / 60:.1f}-min chapter "
+                    f"{one['rss_mb']:.0f} MB, {one['wall']:.0f} s; {hour['seconds'] / 60:.0f}-min recording "
+                    f"{hour['rss_mb']:.0f} MB, {hour['wall']:.0f} s (RTF {hour['wall'] / hour['seconds']:.3f}), "
+                    f"{hour['utterances']} utterances from {hour['sentences']} sentences")
     print(f"work folder: {work}; peak RSS of this process "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     print(row(figures))

@@ -12,9 +12,14 @@ Output frame ``k`` covers the audio from ``k * frame_seconds`` to ``(k + 1) * fr
 where ``frame_seconds`` is the front end's hop times the network's time reduction factor
 (``frame_seconds``). A character spans the frames on which the path emits it (not the blanks
 around it), a word the span from its first character's first frame to its last character's last.
-The confidence of a character or word is the mean posterior probability (``exp`` of the
-log-probability) of its label over the frames the path emits it on: near 1 where the network
-hears the transcript, near 0 where the transcript is forced onto other sound.
+The confidence of a character is the geometric mean posterior probability (``exp`` of the mean
+log-probability) of its label over the frames that emit it; that of a word or a whole alignment
+is the geometric mean posterior of the path's class, label or blank, over every frame of its
+span. Near 1 the network hears the transcript there; near 0 the transcript is forced onto other
+sound. A forced blank over speech counts against it, so a wrong text cannot score well by picking
+one good frame per letter, and the geometric mean lets a few impossible frames weigh more than
+many easy ones (on the benchmark chapters it separates read from unread sentences where the
+arithmetic mean does not: BENCHMARKS.md).
 
 Long recordings are aligned piecewise (``align_pieces``): the greedy transcript is matched to the
 text word by word (rapidfuzz's Levenshtein alignment, Hirschberg's algorithm, so memory stays
@@ -62,6 +67,8 @@ MAX_CELLS = 40_000_000
 
 _START, _STAY, _NEXT, _SKIP = 3, 0, 1, 2
 _TIE = 1e-6
+_SPOKEN_SIGNS = "%&#@*\u00a7\u00b6\u2030\u2020"
+"""Punctuation (Unicode category P) that is read aloud ("percent", "and"), so it cannot just separate words."""
 
 
 # -- Data -- #
@@ -74,7 +81,9 @@ class TimedUnit:
         text: str, the word or character (a space is a character of its own).
         start: float seconds, the start of its first frame.
         end: float seconds, the end of its last frame (> start).
-        confidence: float in [0, 1], mean posterior of its labels over the frames the path emits them.
+        confidence: float in [0, 1], geometric mean posterior of the path's class over its frames:
+            for a character, its label on the frames that emit it; for a word, the label or blank of
+            every frame from its first character's first frame to its last character's last.
     """
 
     text: str
@@ -96,10 +105,11 @@ class Alignment:
         words: tuple of TimedUnit, one per word, in order.
         characters: tuple of TimedUnit, one per character of ``text`` (spaces included), in order.
         start, end: float seconds, the first character's start and the last one's end.
-        confidence: float in [0, 1], mean label posterior over every frame that emits a word character.
+        confidence: float in [0, 1], geometric mean posterior of the path's class (label or blank)
+            over every frame from ``start`` to ``end``.
         log_score: float <= 0, mean log-probability per frame of the best path (blanks included).
         frame_seconds: float, the duration of one output frame.
-        spoken_frames: int, the frames that emit a word character (the ones ``confidence`` averages).
+        path_frames: int, the frames from ``start`` to ``end`` (the ones ``confidence`` averages).
         source: str or None, the audio the alignment belongs to.
     """
 
@@ -111,7 +121,7 @@ class Alignment:
     confidence: float
     log_score: float
     frame_seconds: float
-    spoken_frames: int
+    path_frames: int
     source: str = None
 
     @property
@@ -142,8 +152,9 @@ def check_text(text, vocabulary, *, source=None):
     """Normalise ``text`` for alignment, refusing characters that would be silently lost.
 
     Punctuation and white space only separate words, and accented letters fold to their base
-    letter (``speechkit.text.normalize``); digits, symbols and letters outside the vocabulary
-    (``42``, ``%``, ``ß``) would be dropped although they are spoken, so they raise instead.
+    letter (``speechkit.text.normalize``); digits, symbols, signs that are read aloud and letters
+    outside the vocabulary (``42``, ``%``, ``&``, ``ß``) would be dropped although they are spoken,
+    so they raise instead.
 
     Args:
         text: str, the raw transcript.
@@ -159,7 +170,8 @@ def check_text(text, vocabulary, *, source=None):
     where = f"{source}: " if source else ""
     folded = unicodedata.normalize("NFKD", text)
     bad = sorted({ch for ch in folded if not unicodedata.combining(ch) and not ch.isspace()
-                  and not unicodedata.category(ch).startswith("P") and ch.upper() not in vocabulary.characters})
+                  and (ch in _SPOKEN_SIGNS or not unicodedata.category(ch).startswith("P"))
+                  and ch.upper() not in vocabulary.characters})
     if bad:
         raise TextError(f"{where}text holds characters outside the vocabulary {vocabulary.characters!r}: "
                         + ", ".join(repr(ch) for ch in bad) + " (spell numbers and symbols out as words)")
@@ -308,32 +320,24 @@ def align_log_probs(log_probs, text, *, vocabulary, frame_seconds, source=None, 
         seconds = len(log_probs) * frame_seconds
         raise TextError(f"{source or 'audio'}: the transcript ({len(text)} characters) cannot be aligned to "
                         f"{seconds:.2f} s of audio: {err}") from None
-    frames = np.arange(first, last + 1)
     emitted = tokens[first:last + 1]
-    on_label = emitted >= 0
-    posterior = np.exp(log_probs[frames[on_label], labels[emitted[on_label]]].astype(np.float64))
-    positions = emitted[on_label]
-    order = np.argsort(positions, kind="stable")
-    positions, posterior, label_frames = positions[order], posterior[order], frames[on_label][order]
-    bounds = np.searchsorted(positions, np.arange(len(labels) + 1))
-    characters = []
-    for i, ch in enumerate(text):
-        lo, hi = bounds[i], bounds[i + 1]
-        start = (frame_offset + label_frames[lo]) * frame_seconds
-        end = (frame_offset + label_frames[hi - 1] + 1) * frame_seconds
-        characters.append(TimedUnit(ch, start, end, float(posterior[lo:hi].mean())))
-    words = []
-    word_frames = []
-    for match in re.finditer(r"[^ ]+", text):
-        lo, hi = bounds[match.start()], bounds[match.end()]
-        chars = characters[match.start():match.end()]
-        words.append(TimedUnit(match.group(), chars[0].start, chars[-1].end, float(posterior[lo:hi].mean())))
-        word_frames.append(posterior[lo:hi])
-    spoken = np.concatenate(word_frames)
-    return Alignment(text=text, words=tuple(words), characters=tuple(characters), start=characters[0].start,
-                     end=characters[-1].end, confidence=float(spoken.mean()),
-                     log_score=score / (last - first + 1), frame_seconds=float(frame_seconds),
-                     spoken_frames=int(spoken.size), source=source)
+    classes = np.where(emitted >= 0, labels[np.maximum(emitted, 0)], text_norm.BLANK_INDEX)
+    log_posterior = log_probs[np.arange(first, last + 1), classes].astype(np.float64)
+    on_label = np.flatnonzero(emitted >= 0)
+    bounds = np.searchsorted(emitted[on_label], np.arange(len(labels) + 1))
+    runs = [(on_label[bounds[i]], on_label[bounds[i + 1] - 1] + 1) for i in range(len(labels))]
+
+    def unit(piece, lo, hi):
+        offset = frame_offset + first
+        return TimedUnit(piece, (offset + lo) * frame_seconds, (offset + hi) * frame_seconds,
+                         float(np.exp(log_posterior[lo:hi].mean())))
+
+    characters = tuple(unit(ch, *runs[i]) for i, ch in enumerate(text))
+    words = tuple(unit(m.group(), runs[m.start()][0], runs[m.end() - 1][1]) for m in re.finditer(r"[^ ]+", text))
+    whole = unit(text, runs[0][0], runs[-1][1])
+    return Alignment(text=text, words=words, characters=characters, start=whole.start, end=whole.end,
+                     confidence=whole.confidence, log_score=score / (last - first + 1),
+                     frame_seconds=float(frame_seconds), path_frames=runs[-1][1] - runs[0][0], source=source)
 
 
 # -- Anchors: where the greedy transcript agrees with the text -- #
@@ -490,7 +494,8 @@ def _pieces(text, max_words):
     return [p + " " for p in pieces[:-1]] + pieces[-1:]
 
 
-def align_audio(recognizer, audio, text, *, source=None, max_cells=MAX_CELLS, piece_words=40, progress=False):
+def align_audio(recognizer, audio, text, *, source=None, text_source=None, max_cells=MAX_CELLS, piece_words=40,
+                progress=False):
     """Align a transcript to a recording with a trained recogniser: the library side of ``speechkit align``.
 
     Audio whose trellis (frames x (2 x characters + 1)) fits in ``max_cells`` is aligned in one
@@ -503,6 +508,7 @@ def align_audio(recognizer, audio, text, *, source=None, max_cells=MAX_CELLS, pi
             recogniser's rate.
         text: str, the raw transcript (``check_text`` normalises it).
         source: optional str naming the audio; defaults to the path.
+        text_source: optional str naming the transcript (a file) in messages about it.
         max_cells: int, the largest single trellis.
         piece_words: int > 0, words per piece for long audio.
         progress: bool, show progress bars.
@@ -517,7 +523,7 @@ def align_audio(recognizer, audio, text, *, source=None, max_cells=MAX_CELLS, pi
     """
     source = source or (audio if isinstance(audio, str) else "audio")
     vocabulary = recognizer.vocabulary
-    text = check_text(text, vocabulary, source=f"transcript of {source}")
+    text = check_text(text, vocabulary, source=text_source or f"transcript of {source}")
     if isinstance(audio, str):
         log_probs = recording_log_probs(recognizer, audio, progress=progress)
     else:
@@ -536,12 +542,16 @@ def align_audio(recognizer, audio, text, *, source=None, max_cells=MAX_CELLS, pi
 
 
 def _join(alignments, step, source):
-    """One Alignment from consecutive pieces (``_pieces``: every piece but the last ends in a space)."""
-    spoken = np.array([a.spoken_frames for a in alignments], np.float64)
+    """One Alignment from consecutive pieces (``_pieces``: every piece but the last ends in a space).
+
+    Its confidence (geometric) and log score are the pieces' averages, weighted by their frames.
+    """
+    spoken = np.array([a.path_frames for a in alignments], np.float64)
     path_frames = np.array([round((a.end - a.start) / step) for a in alignments], np.float64)
     return Alignment(text="".join(a.text for a in alignments), words=tuple(w for a in alignments for w in a.words),
                      characters=tuple(c for a in alignments for c in a.characters), start=alignments[0].start,
                      end=alignments[-1].end,
-                     confidence=float(np.average([a.confidence for a in alignments], weights=spoken)),
+                     confidence=float(np.exp(np.average([np.log(max(a.confidence, 1e-300)) for a in alignments],
+                                                        weights=spoken))),
                      log_score=float(np.average([a.log_score for a in alignments], weights=path_frames)),
-                     frame_seconds=step, spoken_frames=int(spoken.sum()), source=source)
+                     frame_seconds=step, path_frames=int(spoken.sum()), source=source)

@@ -51,7 +51,8 @@ def _align(args):
     if run_dir is None:
         return 2
     recognizer = load_run(run_dir, batch_size=args.batch_size)
-    alignment = align_audio(recognizer, args.audio, text, progress=sys.stderr.isatty())
+    alignment = align_audio(recognizer, args.audio, text, text_source=args.text_file,
+                            progress=sys.stderr.isatty())
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
     alignment.save(args.out)

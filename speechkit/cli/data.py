@@ -63,8 +63,9 @@ def register(commands, groups):
     p.add_argument("--model", default=None, metavar="NAME",
                    help="released ASR model (see 'speechkit models') or its folder; default: the released one")
     p.add_argument("--max-seconds", type=float, default=20.0, help="longest utterance (speech), in seconds")
-    p.add_argument("--min-confidence", type=float, default=0.6,
-                   help="utterances aligned with a lower confidence (mean label posterior) are rejected")
+    p.add_argument("--min-confidence", type=float, default=0.2,
+                   help="utterances aligned with a lower confidence (geometric mean posterior of the CTC path) are "
+                   "rejected")
     p.add_argument("--speaker", default=None, help="speaker id (letters and digits); default: from the file name")
     p.add_argument("--chapter", default="0", help="chapter id (letters and digits)")
     p.add_argument("--padding", type=float, default=0.15, help="seconds of audio kept around the speech")

@@ -46,7 +46,7 @@ __all__ = ["split_sentences", "refine_boundaries", "segment_recording"]
 
 logger = logging.getLogger(__name__)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019)\]]))\s+")
 _ENERGY_FRAME, _ENERGY_HOP = 0.02, 0.005
 
 
@@ -138,9 +138,9 @@ def _split_long(words, max_seconds):
 
 
 def _confidence(words):
-    """Duration-weighted mean word confidence (the frames a word emits grow with its span)."""
+    """The words' geometric mean confidence, weighted by their spans (as over the frames of the part)."""
     spans = np.array([w.end - w.start for w in words])
-    return float(np.average([w.confidence for w in words], weights=spans))
+    return float(np.exp(np.average([np.log(max(w.confidence, 1e-300)) for w in words], weights=spans)))
 
 
 def _default_speaker(path):
@@ -149,7 +149,7 @@ def _default_speaker(path):
 
 
 def segment_recording(recognizer, audio_path, text, out_dir, *, speaker=None, chapter="0", max_seconds=20.0,
-                      min_confidence=0.6, padding_seconds=0.15, search_seconds=0.3, margin_seconds=2.0,
+                      min_confidence=0.2, padding_seconds=0.15, search_seconds=0.3, margin_seconds=2.0,
                       progress=False, source_text=None):
     """Cut ``audio_path`` into utterances of at most ``max_seconds``, one per sentence of ``text`` (or part of one).
 
@@ -161,8 +161,8 @@ def segment_recording(recognizer, audio_path, text, out_dir, *, speaker=None, ch
         speaker: str of letters and digits, the speaker id; default: the recording's file name.
         chapter: str of letters and digits, the chapter id.
         max_seconds: float > 0, the longest utterance's speech.
-        min_confidence: float in [0, 1], the lowest confidence (mean label posterior over the
-            frames that emit its words) an utterance is kept with.
+        min_confidence: float in [0, 1], the lowest confidence an utterance is kept with: the
+            geometric mean posterior of its CTC path over its frames (``speechkit.asr.align``).
         padding_seconds: float >= 0, audio kept beyond the speech on each side (at most half-way
             to the neighbouring utterance).
         search_seconds: float >= 0, how far ``refine_boundaries`` may move an edge.
