@@ -11,6 +11,7 @@ inside a zero-padded batch.
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 from speechkit.config import Config
@@ -24,6 +25,10 @@ __all__ = [
     "mel_filterbank",
     "log_mel",
     "normalize",
+    "normalize_fixed",
+    "raw_features",
+    "framed_features",
+    "feature_statistics",
     "features",
     "sequence_mask",
     "mu_law_encode",
@@ -31,6 +36,7 @@ __all__ = [
 ]
 
 _FEATURE_KINDS = ("spectrogram", "mel")
+_NORMALIZATIONS = ("utterance", "fixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +55,13 @@ class FrontendConfig(Config):
         fmax: float in (fmin, sample_rate / 2], Hz, highest mel band edge.
         log_floor: float > 0, added to the power before the log so that silence stays finite.
         kind: ``"spectrogram"`` or ``"mel"``, the features a model consumes.
-        normalize: bool, per-utterance mean and variance normalisation over valid frames.
+        normalize: bool, mean and variance normalisation of each bin (see ``normalization``).
+        normalization: ``"utterance"`` (statistics of each utterance over its valid frames, so frame 0
+            depends on the end of the audio) or ``"fixed"`` (``feature_mean`` and ``feature_std``, computed
+            on a training set: each frame depends only on its own window, as streaming needs).
+        feature_mean: tuple of ``num_features`` floats, the per-bin mean for ``"fixed"`` (empty otherwise,
+            or before ``feature_statistics`` has filled it in).
+        feature_std: tuple of ``num_features`` floats > 0, the per-bin standard deviation for ``"fixed"``.
         mu: int > 0, mu-law companding constant (255 gives 256 classes).
     """
 
@@ -64,6 +76,9 @@ class FrontendConfig(Config):
     log_floor: float = 1e-10
     kind: str = "spectrogram"
     normalize: bool = True
+    normalization: str = "utterance"
+    feature_mean: tuple[float, ...] = ()
+    feature_std: tuple[float, ...] = ()
     mu: int = 255
 
     def __post_init__(self):
@@ -84,6 +99,17 @@ class FrontendConfig(Config):
             raise ConfigError(f"kind must be one of {_FEATURE_KINDS}, received: {self.kind!r}")
         if self.n_mels <= 0 or self.mu <= 0 or self.log_floor <= 0:
             raise ConfigError("n_mels, mu and log_floor must be > 0")
+        if self.normalization not in _NORMALIZATIONS:
+            raise ConfigError(f"normalization must be one of {_NORMALIZATIONS}, received: {self.normalization!r}")
+        object.__setattr__(self, "feature_mean", tuple(float(v) for v in self.feature_mean))
+        object.__setattr__(self, "feature_std", tuple(float(v) for v in self.feature_std))
+        if self.normalization == "utterance" and (self.feature_mean or self.feature_std):
+            raise ConfigError("feature_mean and feature_std are used only with normalization: fixed")
+        if len(self.feature_mean) != len(self.feature_std) or len(self.feature_mean) not in (0, self.num_features):
+            raise ConfigError(f"feature_mean and feature_std must both hold num_features={self.num_features} values "
+                              f"(or none yet), received: {len(self.feature_mean)} and {len(self.feature_std)}")
+        if any(not v > 0 for v in self.feature_std):
+            raise ConfigError("feature_std values must be > 0")
 
     @property
     def frame_length(self):
@@ -114,6 +140,29 @@ class FrontendConfig(Config):
         """int, mu-law classes (256 for mu = 255)."""
         return self.mu + 1
 
+    @property
+    def causal(self):
+        """bool, each feature frame depends only on the samples under its own window (no utterance statistics)."""
+        return not self.normalize or self.normalization == "fixed"
+
+    @property
+    def needs_statistics(self):
+        """bool, fixed normalisation whose statistics have not been computed yet (``feature_statistics``)."""
+        return self.normalize and self.normalization == "fixed" and not self.feature_mean
+
+    @property
+    def analysis_window(self):
+        """int, samples under one frame's window: ``frame_length`` or ``mel_frame_length`` by ``kind``."""
+        return self.frame_length if self.kind == "spectrogram" else self.mel_frame_length
+
+    def with_statistics(self, mean, std):
+        """A copy with fixed normalisation statistics (``feature_statistics``), rounded to 6 decimals.
+
+        Rounding keeps ``config.yaml`` readable and makes the statistics of a resumed run (computed
+        again from the same data) compare equal with the saved ones.
+        """
+        return dataclasses.replace(self, normalization="fixed", feature_mean=tuple(round(float(v), 6) for v in mean),
+                                   feature_std=tuple(round(float(v), 6) for v in std))
 
     def check_matches(self, other, *, source):
         """Raise ``ConfigError`` listing every field where ``other`` differs (a model trained on other features)."""
@@ -152,19 +201,45 @@ def power_spectrogram(audio, *, config, frame_length=None, fft_length=None):
     """
     audio, squeeze = _as_batch(audio)
     frame_length = frame_length or config.frame_length
-    fft_length = fft_length or frame_length
     pad = frame_length // 2
     padded = tf.pad(audio, [[0, 0], [pad, pad + frame_length % 2]])
+    power = _framed_power(padded, config=config, frame_length=frame_length, fft_length=fft_length)
+    return power[0] if squeeze else power
+
+
+def _framed_power(signal, *, config, frame_length, fft_length=None):
+    """|STFT|^2 of the frames whose windows lie wholly inside ``signal`` [batch, samples] (no padding)."""
     stft = tf.signal.stft(
-        padded,
+        signal,
         frame_length=frame_length,
         frame_step=config.hop_length,
-        fft_length=fft_length,
+        fft_length=fft_length or frame_length,
         window_fn=tf.signal.hann_window,
         pad_end=False,
     )
-    power = tf.math.square(tf.math.abs(stft))
-    return power[0] if squeeze else power
+    return tf.math.square(tf.math.abs(stft))
+
+
+def framed_features(signal, *, config):
+    """Raw ``config.kind`` features of a signal that already carries its framing context: the streaming path.
+
+    Frame ``t`` reads ``signal[:, t * hop : t * hop + analysis_window]``; nothing is padded, so a
+    piece of a stream that starts ``analysis_window // 2`` samples before a frame's centre gives
+    exactly that frame of ``raw_features`` on the whole audio.
+
+    Args:
+        signal: float32 [batch, samples], samples >= ``config.analysis_window``.
+        config: FrontendConfig.
+
+    Returns:
+        float32 [batch, 1 + (samples - analysis_window) // hop, num_features].
+    """
+    if config.kind == "spectrogram":
+        power = _framed_power(signal, config=config, frame_length=config.frame_length)
+        return tf.math.log(power + config.log_floor)
+    power = _framed_power(signal, config=config, frame_length=config.mel_frame_length,
+                          fft_length=config.mel_fft_length)
+    return tf.math.log(tf.tensordot(power, mel_filterbank(config), axes=1) + config.log_floor)
 
 
 def log_spectrogram(audio, *, config):
@@ -211,6 +286,55 @@ def normalize(features, lengths, *, epsilon=1e-5):
     return (features - mean) * tf.math.rsqrt(var + epsilon) * mask
 
 
+def raw_features(audio, *, config):
+    """``config.kind`` features before normalisation: float32 [batch, 1 + samples // hop, num_features]."""
+    return log_spectrogram(audio, config=config) if config.kind == "spectrogram" else log_mel(audio, config=config)
+
+
+def normalize_fixed(features, *, config):
+    """``(features - feature_mean) / feature_std`` per bin: a frame-wise (causal) normalisation.
+
+    Raises:
+        ConfigError: ``config`` has no statistics yet (``config.needs_statistics``).
+    """
+    if config.needs_statistics:
+        raise ConfigError("normalization: fixed needs feature_mean and feature_std; compute them on the training "
+                          "set (speechkit.frontend.feature_statistics, done when training starts)")
+    mean = tf.constant(config.feature_mean, features.dtype)
+    inv_std = tf.constant([1.0 / v for v in config.feature_std], features.dtype)
+    return (features - mean) * inv_std
+
+
+def feature_statistics(audios, *, config):
+    """Per-bin mean and standard deviation of the raw features of ``audios``, for fixed normalisation.
+
+    The sums run in float64 over every frame of every utterance, so the result does not depend on how
+    the audio is batched.
+
+    Args:
+        audios: iterable of float32 [samples] arrays at ``config.sample_rate``.
+        config: FrontendConfig.
+
+    Returns:
+        (mean, std): float64 numpy arrays [num_features].
+
+    Raises:
+        ConfigError: ``audios`` is empty.
+    """
+    total = np.zeros(config.num_features)
+    squares = np.zeros(config.num_features)
+    count = 0
+    for audio in audios:
+        feats = raw_features(np.asarray(audio, np.float32), config=config).numpy().astype(np.float64)
+        total += feats.sum(axis=0)
+        squares += np.square(feats).sum(axis=0)
+        count += len(feats)
+    if not count:
+        raise ConfigError("feature statistics need at least one utterance")
+    mean = total / count
+    return mean, np.sqrt(np.maximum(squares / count - np.square(mean), 1e-10))
+
+
 def features(audio, lengths, *, config):
     """The model input: ``config.kind`` features, normalised if configured, zero on padding.
 
@@ -224,10 +348,13 @@ def features(audio, lengths, *, config):
     """
     audio = tf.convert_to_tensor(audio, tf.float32)
     lengths = tf.cast(lengths, tf.int32)
-    feats = log_spectrogram(audio, config=config) if config.kind == "spectrogram" else log_mel(audio, config=config)
+    feats = raw_features(audio, config=config)
     frame_lengths = num_frames(lengths, config)
-    if config.normalize:
+    if config.normalize and config.normalization == "utterance":
         feats = normalize(feats, frame_lengths)
+    elif config.normalize:
+        feats = normalize_fixed(feats, config=config) * tf.expand_dims(
+            sequence_mask(frame_lengths, tf.shape(feats)[1], feats.dtype), -1)
     else:
         feats = feats * tf.expand_dims(sequence_mask(frame_lengths, tf.shape(feats)[1], feats.dtype), -1)
     return feats, frame_lengths

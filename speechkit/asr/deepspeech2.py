@@ -46,6 +46,9 @@ class DeepSpeech2Config(Config):
         conv_kernels: tuple of (time, frequency) int pairs, one per convolution.
         conv_strides: tuple of (time, frequency) int pairs, one per convolution. The product of the
             time strides is the model's time reduction factor.
+        conv_right_context: tuple of int, one per convolution (or empty): future input frames each
+            output frame of that convolution sees, in [0, kernel_time - 1] (0 is causal). Empty pads
+            time symmetrically (about half the kernel in the future), as before this option existed.
         rnn_layers: int >= 1, number of GRU layers.
         rnn_units: int > 0, hidden units per GRU direction.
         bidirectional: bool, bidirectional GRUs (forward and backward outputs are summed, as in the
@@ -63,6 +66,7 @@ class DeepSpeech2Config(Config):
     conv_filters: tuple[int, ...] = (32, 32)
     conv_kernels: tuple[tuple[int, int], ...] = ((11, 41), (11, 21))
     conv_strides: tuple[tuple[int, int], ...] = ((2, 2), (1, 2))
+    conv_right_context: tuple[int, ...] = ()
     rnn_layers: int = 5
     rnn_units: int = 800
     bidirectional: bool = True
@@ -75,6 +79,7 @@ class DeepSpeech2Config(Config):
 
     def __post_init__(self):
         object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
+        object.__setattr__(self, "conv_right_context", tuple(self.conv_right_context))
         for name in ("conv_kernels", "conv_strides"):
             object.__setattr__(self, name, tuple(tuple(pair) for pair in getattr(self, name)))
         n = len(self.conv_filters)
@@ -88,6 +93,10 @@ class DeepSpeech2Config(Config):
             for pair in getattr(self, name):
                 if len(pair) != 2 or any(int(v) != v or v < 1 for v in pair):
                     raise ConfigError(f"{name} entries must be (time, frequency) pairs of int >= 1, received: {pair!r}")
+        if self.conv_right_context and (len(self.conv_right_context) != n or any(
+                int(r) != r or not 0 <= r < k[0] for r, k in zip(self.conv_right_context, self.conv_kernels))):
+            raise ConfigError(f"conv_right_context must list one int in [0, kernel_time - 1] per convolution, "
+                              f"received: {self.conv_right_context!r} for kernels {self.conv_kernels!r}")
         if any(int(f) != f or f < 1 for f in self.conv_filters):
             raise ConfigError(f"conv_filters must be int >= 1, received: {self.conv_filters!r}")
         if self.rnn_layers < 1 or self.rnn_units < 1:
@@ -101,6 +110,29 @@ class DeepSpeech2Config(Config):
     def time_reduction_factor(self):
         """int, product of the convolution time strides: one output frame per this many input frames."""
         return time_reduction_factor(self.conv_strides)
+
+    @property
+    def conv_time_padding(self):
+        """tuple of (left, right) int pairs: zero frames each convolution pads before and after in time."""
+        out = []
+        for i, (kt, _) in enumerate(self.conv_kernels):
+            right = self.conv_right_context[i] if self.conv_right_context else kt - 1 - (kt - 1) // 2
+            out.append((kt - 1 - right, right))
+        return tuple(out)
+
+    @property
+    def lookahead_frames(self):
+        """int, future feature frames the network reads: output frame ``j`` depends on input frames up
+        to ``j * time_reduction_factor + lookahead_frames`` (the convolutions' right context, each in
+        its input's frames, plus ``lookahead`` output frames); infinite (``math.inf``) when bidirectional.
+        """
+        if self.bidirectional:
+            return math.inf
+        frames, step = 0, 1
+        for (_, right), (stride, _) in zip(self.conv_time_padding, self.conv_strides):
+            frames += right * step
+            step *= int(stride)
+        return frames + self.lookahead * step
 
 
 
@@ -204,8 +236,9 @@ def _graph(config, num_features, vocab_size):
     x = keras.layers.Reshape((-1, num_features, 1), name="add_channel")(x)
     n, bins = lengths, num_features
     for i, (filters, kernel, stride) in enumerate(zip(config.conv_filters, config.conv_kernels, config.conv_strides)):
+        right = config.conv_right_context[i] if config.conv_right_context else None
         x, n = MaskedConv2D(filters, kernel, stride, relu_clip=config.relu_clip, bn_momentum=config.bn_momentum,
-                            bn_epsilon=config.bn_epsilon, name=f"conv_{i + 1}")(x, n)
+                            bn_epsilon=config.bn_epsilon, right_context=right, name=f"conv_{i + 1}")(x, n)
         bins = math.ceil(bins / stride[1])
     x = keras.layers.Reshape((-1, bins * config.conv_filters[-1]), name="flatten_channels")(x)
     for i in range(config.rnn_layers):

@@ -20,6 +20,7 @@ from speechkit import audio as audio_io
 from speechkit import frontend as fe
 from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.deepspeech2 import DeepSpeech2, DeepSpeech2Config, build_deepspeech2, output_lengths
+from speechkit.asr.streaming import RecognizerStream, StreamingModel
 from speechkit.data.manifest import SkipReport
 from speechkit.errors import AudioError, ConfigError, RunError
 from speechkit.runs import RunDir
@@ -83,6 +84,27 @@ class Recognizer:
             return tf.cast(log_probs, tf.float32), out_lengths
 
         self._forward = forward
+        self._streaming = None
+
+    def streaming_model(self):
+        """The network as a ``StreamingModel`` (built once; raises ConfigError when it cannot stream)."""
+        if self._streaming is None:
+            self._streaming = StreamingModel(self.network, frontend=self.frontend, source=self.run_dir or "model")
+        return self._streaming
+
+    def stream(self, *, decoder=None):
+        """Start recognising one utterance chunk by chunk (``speechkit.asr.streaming.RecognizerStream``).
+
+        ``stream.feed(samples)`` returns the partial transcript so far and ``stream.finish()`` the
+        final one, which equals ``transcribe([audio], decoder)[0]`` on the whole audio.
+
+        Args:
+            decoder: None (greedy) or an object with ``decode_batch``, for the final transcript.
+
+        Raises:
+            ConfigError: the model cannot stream (bidirectional GRUs, or per-utterance normalisation).
+        """
+        return RecognizerStream(self.streaming_model(), vocabulary=self.vocabulary, decoder=decoder)
 
     def _batches(self, lengths):
         order = np.argsort(lengths, kind="stable")

@@ -166,12 +166,14 @@ class SpecAugment(keras.layers.Layer):
 class MaskedConv2D(keras.layers.Layer):
     """2D convolution over (time, frequency) with masked batch norm and a clipped ReLU.
 
-    Time is padded explicitly, ``(kernel - 1) // 2`` frames before and the rest after, and the
-    convolution is "valid", so output frame ``j`` always covers input frames ``j * stride - pad``
-    onward and there are exactly ``ceil(length / stride)`` valid output frames, whatever the padded
-    length of the batch. (TensorFlow's "same" padding shifts by one frame when the padded length
-    changes parity, which would make the output depend on the batch.) Frequency is padded the same
-    way. Outputs beyond the valid frames are set to zero.
+    Time is padded explicitly, ``kernel - 1 - right_context`` frames before and ``right_context``
+    after (by default ``(kernel - 1) // 2`` before and the rest after), and the convolution is
+    "valid", so output frame ``j`` covers input frames ``j * stride - left`` to ``j * stride +
+    right_context`` and there are exactly ``ceil(length / stride)`` valid output frames, whatever the
+    padded length of the batch. (TensorFlow's "same" padding shifts by one frame when the padded
+    length changes parity, which would make the output depend on the batch.) ``right_context``
+    bounds the future a frame sees, which streaming needs (0 is causal). Frequency is padded
+    symmetrically. Outputs beyond the valid frames are set to zero.
 
     Args:
         filters: int > 0, output channels.
@@ -180,6 +182,8 @@ class MaskedConv2D(keras.layers.Layer):
         relu_clip: float > 0, ReLU ceiling.
         bn_momentum: float, batch-norm moving-average momentum.
         bn_epsilon: float, batch-norm epsilon.
+        right_context: int in [0, kernel_time - 1] or None, future input frames each output frame
+            sees; None pads symmetrically (``kernel_time - 1 - (kernel_time - 1) // 2``).
 
     Call arguments:
         inputs: float [batch, frames, bins, channels], zero beyond ``lengths``.
@@ -197,7 +201,7 @@ class MaskedConv2D(keras.layers.Layer):
     """
 
     def __init__(self, filters, kernel_size, strides=(1, 1), *, relu_clip=20.0, bn_momentum=0.99,
-                 bn_epsilon=1e-3, **kwargs):
+                 bn_epsilon=1e-3, right_context=None, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.kernel_size = tuple(int(k) for k in kernel_size)
@@ -206,6 +210,11 @@ class MaskedConv2D(keras.layers.Layer):
                 or min(self.kernel_size + self.strides) < 1):
             raise ValueError(f"need filters >= 1 and (time, frequency) pairs >= 1; received: filters={filters}, "
                              f"kernel_size={kernel_size}, strides={strides}")
+        kt = self.kernel_size[0]
+        if right_context is not None and (int(right_context) != right_context or not 0 <= right_context < kt):
+            raise ValueError(f"right_context must be an int in [0, {kt - 1}] or None, received: "
+                             f"right_context={right_context}")
+        self.right_context = None if right_context is None else int(right_context)
         self.relu_clip = float(relu_clip)
         self.bn_momentum = float(bn_momentum)
         self.bn_epsilon = float(bn_epsilon)
@@ -219,11 +228,33 @@ class MaskedConv2D(keras.layers.Layer):
         self.conv.build((batch, None, padded_bins, channels))
         self.bn.build((batch, None, None, self.filters))
 
+    @property
+    def time_padding(self):
+        """(left, right) int pair, zero frames padded before and after the time axis."""
+        kt = self.kernel_size[0]
+        right = kt - 1 - (kt - 1) // 2 if self.right_context is None else self.right_context
+        return kt - 1 - right, right
+
+    def _frequency_pad(self, x):
+        kf = self.kernel_size[1]
+        return ops.pad(x, [[0, 0], [0, 0], [(kf - 1) // 2, kf - 1 - (kf - 1) // 2], [0, 0]])
+
+    def infer_window(self, window):
+        """Inference on frames that already carry their time context: the streaming path.
+
+        Args:
+            window: float [batch, (n - 1) * stride_t + kernel_t, bins, channels], the input frames that
+                ``n`` consecutive output frames read, time padding included.
+
+        Returns:
+            float [batch, n, ceil(bins / stride_f), filters], equal to those frames of ``call``.
+        """
+        x = self.bn(self.conv(self._frequency_pad(window)), training=False)
+        return _clipped_relu(x, self.relu_clip)
+
     def call(self, inputs, lengths, training=None):
-        kt, kf = self.kernel_size
-        pt, pf = (kt - 1) // 2, (kf - 1) // 2
-        x = ops.pad(inputs, [[0, 0], [pt, kt - 1 - pt], [pf, kf - 1 - pf], [0, 0]])
-        x = self.conv(x)
+        left, right = self.time_padding
+        x = self.conv(self._frequency_pad(ops.pad(inputs, [[0, 0], [left, right], [0, 0], [0, 0]])))
         out_lengths = conv_output_lengths(ops.cast(lengths, "int32"), self.strides[0])
         shape = ops.shape(x)
         mask = _time_mask(out_lengths, shape[1], "bool")
@@ -240,11 +271,11 @@ class MaskedConv2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "relu_clip": self.relu_clip, "bn_momentum": self.bn_momentum,
-                "bn_epsilon": self.bn_epsilon}
+                "bn_epsilon": self.bn_epsilon, "right_context": self.right_context}
 
 
 @tf.function(reduce_retracing=True)
-def _gru_scan(x, kernel, bias):
+def _gru_scan(x, kernel, bias, h0=None):
     """The GRU recurrence over time-major, pre-projected inputs.
 
     A ``tf.function`` of its own so that eager calls (tests, notebooks) run the loop as a graph
@@ -256,6 +287,7 @@ def _gru_scan(x, kernel, bias):
         x: float32 [frames, directions, batch, 3 * units], normalised input projections (z, r, n).
         kernel: float32 [directions, units, 3 * units], recurrent kernels.
         bias: float32 [directions, 3 * units], recurrent biases.
+        h0: float32 [directions, batch, units], the state before the first frame; zeros when None.
 
     Returns:
         float32 [frames, directions, batch, units], the hidden states.
@@ -270,7 +302,8 @@ def _gru_scan(x, kernel, bias):
         n = tf.tanh(x_t[..., 2 * units:] + r * rec[..., 2 * units:])
         return n + z * (h - n)
 
-    h0 = tf.zeros(tf.stack([tf.shape(x)[1], tf.shape(x)[2], units]), tf.float32)
+    if h0 is None:
+        h0 = tf.zeros(tf.stack([tf.shape(x)[1], tf.shape(x)[2], units]), tf.float32)
     return tf.scan(step, x, initializer=h0)
 
 
@@ -451,6 +484,33 @@ class BatchNormGRU(keras.layers.Layer):
         out = out * tf.expand_dims(tf.cast(mask, out.dtype), -1)
         return tf.cast(out, self.compute_dtype)
 
+    def infer_from(self, inputs, state):
+        """Inference from a given state, for streaming: a unidirectional layer continued chunk by chunk.
+
+        Running a sequence in pieces, each from the previous piece's last state, gives the outputs of
+        ``call`` on the whole sequence (batch norm uses its moving averages at inference).
+
+        Args:
+            inputs: float [batch, frames, features], all valid (frames may be 0).
+            state: float32 [batch, units], the hidden state after the previous frame.
+
+        Returns:
+            (outputs float32 [batch, frames, units], state float32 [batch, units] after the last frame).
+
+        Raises:
+            ValueError: the layer is bidirectional (its backward direction needs the end of the input).
+        """
+        if self.bidirectional:
+            raise ValueError(f"{self.name}: a bidirectional GRU cannot run from a state; it needs the whole input")
+        x = tf.cast(self.bn(self.projection(inputs), training=False), tf.float32)
+        x = tf.expand_dims(tf.transpose(x, [1, 0, 2]), 1)  # [frames, 1, batch, 3u]
+        state = tf.expand_dims(tf.cast(state, tf.float32), 0)  # [1, batch, u]
+        scan = _gru_scan if tf.executing_eagerly() else _gru_scan.python_function
+        h = scan(x, tf.cast(self.recurrent_kernel, tf.float32), tf.cast(self.recurrent_bias, tf.float32),
+                 state)[:, 0]  # [frames, batch, u]
+        last = tf.concat([state, h], axis=0)[-1]
+        return tf.transpose(h, [1, 0, 2]), last
+
     def compute_output_shape(self, inputs_shape, lengths_shape=None):
         return tuple(inputs_shape[:-1]) + (self.units,)
 
@@ -490,11 +550,21 @@ class Lookahead(keras.layers.Layer):
         self.kernel = self.add_weight(name="kernel", shape=(self.context + 1, inputs_shape[-1], 1),
                                       initializer="glorot_uniform")
 
+    def infer_window(self, window):
+        """The outputs of ``n`` frames from the ``n + context`` input frames they read (streaming path).
+
+        Args:
+            window: float [batch, n + context, channels], zero beyond the utterance's end.
+
+        Returns:
+            float [batch, n, channels].
+        """
+        y = ops.depthwise_conv(window, ops.cast(self.kernel, window.dtype), strides=1, padding="valid")
+        return _clipped_relu(y, self.relu_clip)
+
     def call(self, inputs, lengths, training=None):
         mask = ops.expand_dims(_time_mask(lengths, ops.shape(inputs)[1], inputs.dtype), -1)
-        x = ops.pad(inputs * mask, [[0, 0], [0, self.context], [0, 0]])
-        y = ops.depthwise_conv(x, ops.cast(self.kernel, x.dtype), strides=1, padding="valid")
-        return _clipped_relu(y, self.relu_clip) * mask
+        return self.infer_window(ops.pad(inputs * mask, [[0, 0], [0, self.context], [0, 0]])) * mask
 
     def compute_output_shape(self, inputs_shape, lengths_shape=None):
         return tuple(inputs_shape)

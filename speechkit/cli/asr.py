@@ -37,8 +37,13 @@ def register(commands, groups):
     add_model_argument(p, "asr")
     p.add_argument("--saved-model", default=None, metavar="EXPORT",
                    help="use an exported SavedModel (speechkit export asr) instead of a run")
-    p.add_argument("audio", nargs="+", help="audio files (any libsndfile format; resampled to the model's rate); "
+    p.add_argument("audio", nargs="*", help="audio files (any libsndfile format; resampled to the model's rate); "
                    "files longer than 30 s are recognised in overlapping windows")
+    p.add_argument("--stream", default=None, metavar="FILE|-",
+                   help="recognise FILE chunk by chunk with a streaming model (e.g. trained from "
+                   "models/ds2-streaming.yaml), printing each partial transcript as it changes ('SECONDS<TAB>TEXT'), "
+                   "then 'FILE<TAB>FINAL'; '-' reads raw 16-bit mono PCM at the model's rate from stdin")
+    p.add_argument("--chunk-ms", type=float, default=160.0, help="audio per chunk with --stream")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--report", default=None, help="write the skipped files, by reason, to this JSON file")
     add_decoder_arguments(p)
@@ -117,6 +122,13 @@ def _transcribe(args):
         # No run was meant, so argparse's optional RUN positional took the first audio file.
         args.audio = [args.run] + list(args.audio)
         args.run = None
+    if args.stream is not None and (args.saved_model is not None or args.audio):
+        print("speechkit transcribe: error: --stream FILE takes one file and a run or --model (stream an export "
+              "with examples/stream_saved_model.py)", file=sys.stderr)
+        return 2
+    if args.stream is None and not args.audio:
+        print("speechkit transcribe: error: give audio files, or --stream FILE", file=sys.stderr)
+        return 2
     if args.saved_model is not None:
         from speechkit.export.serving import transcribe_saved_model
 
@@ -132,11 +144,26 @@ def _transcribe(args):
         if run_dir is None:
             return 2
         recognizer = load_run(run_dir, batch_size=args.batch_size)
+        if args.stream is not None:
+            return _stream(args, recognizer, _make_decoder(args, run_dir, recognizer))
         results = recognizer.transcribe_files(args.audio, decoder=_make_decoder(args, run_dir, recognizer),
                                               skip_report=skips)
     for path, text in results:
         print(f"{path}\t{text}", flush=True)
     return _report_skips(args, skips)
+
+
+def _stream(args, recognizer, decoder):
+    from speechkit.asr.streaming import audio_file_chunks, pcm16_chunks, stream_transcripts
+
+    rate = recognizer.frontend.sample_rate
+    chunk = max(1, int(round(args.chunk_ms * rate / 1000)))
+    path = args.stream
+    chunks = (pcm16_chunks(sys.stdin.buffer, chunk_samples=chunk) if path == "-"
+              else audio_file_chunks(path, sample_rate=rate, chunk_samples=chunk))
+    for kind, seconds, text in stream_transcripts(recognizer, chunks, decoder=decoder):
+        print(f"{path}\t{text}" if kind == "final" else f"{seconds:.2f}\t{text}", flush=True)
+    return 0
 
 
 def _eval(args):

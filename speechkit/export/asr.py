@@ -14,6 +14,10 @@ silently lost accuracy): Keras 3 variables survive conversion as uninitialised r
 that substitutes constants; and the GRU's ``tf.scan`` lowers to a tensor list that TFLite can only
 allocate when the batch size is static. The converted model uses TFLite built-in ops only (no
 Flex delegate); ``tflite_parity`` checks its logits against the SavedModel.
+
+A streaming model (``speechkit.asr.streaming.check_streamable``) also gets the chunk-by-chunk
+signatures ``stream_init``, ``stream_step`` and ``stream_finish`` with explicit state, in the
+SavedModel and in ``model.tflite`` (``speechkit.export.streaming``).
 """
 
 import json
@@ -32,8 +36,10 @@ from speechkit import frontend as fe
 from speechkit.asr.beam import save_decode_config
 from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.inference import load_run
+from speechkit.asr.streaming import lookahead_ms
 from speechkit.config import atomic_write_text, from_dict, load_yaml, save_yaml
-from speechkit.errors import ExportError
+from speechkit.errors import ConfigError, ExportError
+from speechkit.export.streaming import STREAM_SIGNATURES, convert_streaming_tflite, stream_functions
 from speechkit.frontend import FrontendConfig
 from speechkit.runs import RunDir
 from speechkit.text import BLANK_INDEX, Vocabulary
@@ -144,9 +150,7 @@ def convert_asr_tflite(network, *, frontend):
 
     def serve(waveform, lengths):
         with keras.StatelessScope(state_mapping=[(v, tf.constant(value)) for v, value in weights]):
-            features, frames = fe.features(waveform, lengths, config=frontend)
-            log_probs, out_lengths = network([features, frames], training=False)
-        return {"log_probs": tf.cast(log_probs, tf.float32), "output_lengths": tf.cast(out_lengths, tf.int32)}
+            return _tflite_outputs(network, frontend, waveform, lengths)
 
     module = tf.Module()
     module.serve = tf.function(serve, input_signature=[tf.TensorSpec([1, None], tf.float32, name="waveform"),
@@ -157,6 +161,21 @@ def convert_asr_tflite(network, *, frontend):
         return converter.convert()
     except Exception as err:  # the converter raises ConverterError and friends with the op list
         raise ExportError(f"TFLite conversion failed: {str(err).strip().splitlines()[-1]}") from err
+
+
+def _tflite_outputs(network, frontend, waveform, lengths):
+    features, frames = fe.features(waveform, lengths, config=frontend)
+    log_probs, out_lengths = network([features, frames], training=False)
+    return {"log_probs": tf.cast(log_probs, tf.float32), "output_lengths": tf.cast(out_lengths, tf.int32)}
+
+
+def _streaming_model(recognizer):
+    """The recogniser's ``StreamingModel``, or None when the model cannot stream."""
+    try:
+        return recognizer.streaming_model()
+    except ConfigError as err:
+        logger.info("no streaming signatures: %s", err)
+        return None
 
 
 def write_export_dir(out_dir, build):
@@ -187,7 +206,8 @@ def export_asr(run_dir, out_dir, *, tflite=False):
     """Export an ASR run as a SavedModel (plus ``model.tflite`` when asked).
 
     The run is read through ``RunDir`` (``load_run``). The export directory is self-contained and
-    keeps its own files: ``saved_model.pb`` and ``variables/``, ``vocabulary.json``,
+    keeps its own files: ``saved_model.pb`` and ``variables/`` (plus the streaming signatures for a
+    streaming model, ``speechkit.export.streaming``), ``vocabulary.json``,
     ``frontend.yaml`` (for clients without speechkit), ``decode.yaml`` (the run's tuned decoding,
     with the LM path, when the run has one) and ``export.json`` (source run, signature, LM
     reference, timings).
@@ -218,10 +238,20 @@ def export_asr(run_dir, out_dir, *, tflite=False):
         "lm": None if decode is None or decode.lm is None else os.path.abspath(decode.lm),
         "tensorflow": tf.__version__,
     }
+    signatures = {SIGNATURE: module.serve}
+    stream = _streaming_model(recognizer)
+    if stream is not None:
+        signatures.update(stream_functions(stream))
+        info["streaming"] = {
+            "signatures": list(STREAM_SIGNATURES),
+            "lookahead_ms": lookahead_ms(stream.config, stream.frontend),
+            "state": {name: {"shape": spec.shape.as_list(), "dtype": spec.dtype.name}
+                      for name, spec in stream.state_spec.items()},
+        }
 
     def build(tmp):
         start = time.perf_counter()
-        tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
+        tf.saved_model.save(module, tmp, signatures=signatures)
         info["saved_model_seconds"] = time.perf_counter() - start
         atomic_write_text(os.path.join(tmp, RunDir.VOCABULARY),
                           json.dumps(recognizer.vocabulary.to_dict(), indent=2) + "\n")
@@ -230,7 +260,11 @@ def export_asr(run_dir, out_dir, *, tflite=False):
             save_decode_config(tmp, decode)
         if tflite:
             start = time.perf_counter()
-            flatbuffer = convert_asr_tflite(recognizer.network, frontend=recognizer.frontend)
+            if stream is None:
+                flatbuffer = convert_asr_tflite(recognizer.network, frontend=recognizer.frontend)
+            else:
+                flatbuffer = convert_streaming_tflite(stream, lambda waveform, lengths: _tflite_outputs(
+                    recognizer.network, recognizer.frontend, waveform, lengths))
             with open(os.path.join(tmp, TFLITE_FILE), "wb") as f:
                 f.write(flatbuffer)
             info["tflite_seconds"] = time.perf_counter() - start
