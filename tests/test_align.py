@@ -96,6 +96,20 @@ def test_free_start_and_end_find_the_transcript_inside_other_speech():
     assert (fixed[1], fixed[2]) == (0, len(frames) - 1)
 
 
+def test_a_free_end_does_not_pull_a_weak_last_letter_over_a_pause():
+    a, b, c = (VOCAB.encode(ch)[0] for ch in "ABC")
+    # "ABC": C is heard weakly right after B (0.3 against blank 0.7), then a 1 s pause, then a clear C.
+    frames = [a, 0, b] + [0] * 40 + [c, c]
+    log_probs = _peaky(frames)
+    log_probs[3] = np.log(np.full(29, 0.0001))
+    log_probs[3, 0], log_probs[3, c] = np.log(0.7), np.log(0.3)
+    pulled = ctc_forced_align(log_probs, [a, b, c], free_end=True)
+    assert pulled[2] > 40  # the bare Viterbi takes the clear C after the pause
+    alignment = align_log_probs(log_probs, "ABC", vocabulary=VOCAB, frame_seconds=0.03, free_end=True)
+    assert alignment.characters[-1].start == pytest.approx(3 * 0.03)
+    assert alignment.end == pytest.approx(4 * 0.03)
+
+
 def test_alignment_times_and_confidences():
     step = 0.03
     h, i = VOCAB.encode("H")[0], VOCAB.encode("I")[0]
@@ -279,6 +293,9 @@ def test_cli_align_writes_json(two_sentences, tmp_path, capsys):
     assert len(data["characters"]) == len(data["text"])
     assert abs(data["words"][0]["start"] - spans[0][0]) < 0.15
     assert not [f for f in os.listdir(tmp_path / "sub") if ".tmp." in f]
+    run_dir = os.path.join(REPO, "models", "ds2-mini")
+    assert main(["align", run_dir, path, _SENTENCES[0] + " " + _SENTENCES[1], "--out", out]) == 0
+    assert json.loads(open(out, encoding="utf-8").read())["words"] == data["words"]
     text_file = tmp_path / "t.txt"
     text_file.write_text("He walked 3 miles.", encoding="utf-8")
     assert main(["align", path, "--text-file", str(text_file), "--model", "ds2-mini", "--out", out]) == 1

@@ -294,8 +294,13 @@ def ctc_forced_align(log_probs, labels, *, blank=0, free_start=False, free_end=F
 # -- One transcript -- #
 
 def align_log_probs(log_probs, text, *, vocabulary, frame_seconds, source=None, free_start=False, free_end=False,
-                    frame_offset=0):
+                    frame_offset=0, max_word_gap_seconds=0.4):
     """Align a normalised ``text`` to ``log_probs`` and time its words and characters.
+
+    With a free end, a pause costs the path nothing, so it could keep a weakly heard last letter
+    (the silent E of "SUZANNE") for a better match in the speech after the pause. When two letters
+    of the last word lie more than ``max_word_gap_seconds`` apart, the window is cut just after the
+    first of them and the text aligned again; likewise for the first word with a free start.
 
     Args:
         log_probs: float [frames, vocabulary.size], log-probabilities over the true frames only.
@@ -305,6 +310,7 @@ def align_log_probs(log_probs, text, *, vocabulary, frame_seconds, source=None, 
         source: optional str, the audio's name, for messages and the result.
         free_start, free_end: bool, see ``ctc_forced_align``.
         frame_offset: int, frames before ``log_probs[0]`` in the recording (added to every time).
+        max_word_gap_seconds: float > 0, the longest silence between two letters of a word.
 
     Returns:
         Alignment.
@@ -326,6 +332,16 @@ def align_log_probs(log_probs, text, *, vocabulary, frame_seconds, source=None, 
     on_label = np.flatnonzero(emitted >= 0)
     bounds = np.searchsorted(emitted[on_label], np.arange(len(labels) + 1))
     runs = [(on_label[bounds[i]], on_label[bounds[i + 1] - 1] + 1) for i in range(len(labels))]
+    window = _edge_word_window(text, runs, first, len(log_probs), free_start, free_end,
+                               max(1, int(round(max_word_gap_seconds / frame_seconds))))
+    if window is not None:
+        lo, hi = window
+        try:
+            return align_log_probs(log_probs[lo:hi], text, vocabulary=vocabulary, frame_seconds=frame_seconds,
+                                   source=source, free_start=free_start, free_end=free_end,
+                                   frame_offset=frame_offset + lo, max_word_gap_seconds=max_word_gap_seconds)
+        except TextError:
+            pass
 
     def unit(piece, lo, hi):
         offset = frame_offset + first
@@ -338,6 +354,23 @@ def align_log_probs(log_probs, text, *, vocabulary, frame_seconds, source=None, 
     return Alignment(text=text, words=words, characters=characters, start=whole.start, end=whole.end,
                      confidence=whole.confidence, log_score=score / (last - first + 1),
                      frame_seconds=float(frame_seconds), path_frames=runs[-1][1] - runs[0][0], source=source)
+
+
+def _edge_word_window(text, runs, first, num_frames, free_start, free_end, max_gap):
+    """(lo, hi) frames that cut off a letter of the first or last word pulled over a pause, or None."""
+    words = [m.span() for m in re.finditer(r"[^ ]+", text)]
+    lo, hi = 0, num_frames
+    if free_end:
+        a, b = words[-1]
+        gaps = [k for k in range(a + 1, b) if runs[k][0] - runs[k - 1][1] > max_gap]
+        if gaps:
+            hi = first + runs[gaps[0] - 1][1] + max_gap
+    if free_start:
+        a, b = words[0]
+        gaps = [k for k in range(a + 1, b) if runs[k][0] - runs[k - 1][1] > max_gap]
+        if gaps:
+            lo = first + runs[gaps[-1]][0] - max_gap
+    return None if (lo, hi) == (0, num_frames) else (lo, hi)
 
 
 # -- Anchors: where the greedy transcript agrees with the text -- #

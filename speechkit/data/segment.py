@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'\u201d\u2019)\]]))\s+")
 _ENERGY_FRAME, _ENERGY_HOP = 0.02, 0.005
+_BRIDGE = 4
 
 
 def split_sentences(text):
@@ -71,11 +72,11 @@ def split_sentences(text):
 def refine_boundaries(audio, sample_rate, start, end, *, low, high, search_seconds=0.3, floor_db=40.0):
     """Move an aligned speech span's edges to where the sound starts and fades, by frame energy.
 
-    The speech level is the 95th percentile of the frame RMS (20 ms frames, 5 ms hop) inside
-    ``[start, end]``; a frame is sound when it lies within ``floor_db`` of it and 10 dB above the
-    quietest frame of the excerpt. The start moves back over sound frames that precede it (or on
-    to the first sound frame, when the aligned start lies in silence), and the end likewise
-    forward, each by at most ``search_seconds`` and never beyond ``low`` / ``high``.
+    A frame (20 ms, 5 ms hop) is sound when its RMS lies within ``floor_db`` of the loudest frame
+    inside ``[start, end]`` (the criterion of ``librosa.effects.trim``) and 10 dB above the quietest
+    frame of the excerpt. The start moves back over the sound that precedes it (or on to the first
+    sound, when the aligned start lies in silence), bridging dips of up to 20 ms, and the end
+    likewise forward, each by at most ``search_seconds`` and never beyond ``low`` / ``high``.
 
     Args:
         audio: float32 [samples], an excerpt of the recording that covers ``[low, high]``, starting at ``low``.
@@ -83,7 +84,7 @@ def refine_boundaries(audio, sample_rate, start, end, *, low, high, search_secon
         start, end: float seconds from the excerpt's start, the aligned span.
         low, high: float seconds from the excerpt's start, the limits (a neighbour or the file's edge).
         search_seconds: float >= 0, the farthest an edge moves.
-        floor_db: float > 0, dB below the speech level that still counts as sound.
+        floor_db: float > 0, dB below the loudest frame that still counts as sound.
 
     Returns:
         (start, end): float seconds from the excerpt's start, with ``low <= start < end <= high``.
@@ -95,26 +96,31 @@ def refine_boundaries(audio, sample_rate, start, end, *, low, high, search_secon
     inside = level[(times >= start) & (times <= end)]
     if inside.size == 0:
         return max(low, start), min(high, end)
-    threshold = max(np.percentile(inside, 95) - floor_db, level.min() + 10.0)
-    sound = level > threshold
+    sound = level > max(inside.max() - floor_db, level.min() + 10.0)
 
     def frame(t):
         return int(np.clip(round(t / _ENERGY_HOP), 0, len(level) - 1))
 
-    lo_frame, hi_frame = frame(max(low, start - search_seconds)), frame(min(high, end + search_seconds))
-    i = frame(start)
+    reach = int(round(search_seconds / _ENERGY_HOP))
+    first, last = frame(start), frame(end)
+    lo_frame, hi_frame = max(frame(low), first - reach), min(frame(high), last + reach)
+    i = first
     if sound[i]:
-        while i > lo_frame and sound[i - 1]:
+        while i > lo_frame and sound[max(lo_frame, i - _BRIDGE):i].any():
             i -= 1
-    else:
-        while i < frame(end) and not sound[i] and i - frame(start) < search_seconds / _ENERGY_HOP:
+        while i < first and not sound[i]:
             i += 1
-    j = frame(end)
-    if sound[j]:
-        while j < hi_frame and sound[j + 1]:
-            j += 1
     else:
-        while j > i and not sound[j] and frame(end) - j < search_seconds / _ENERGY_HOP:
+        while i < min(last, first + reach) and not sound[i]:
+            i += 1
+    j = last
+    if sound[j]:
+        while j < hi_frame and sound[j + 1:min(hi_frame, j + _BRIDGE) + 1].any():
+            j += 1
+        while j > last and not sound[j]:
+            j -= 1
+    else:
+        while j > max(i, last - reach) and not sound[j]:
             j -= 1
     new_start, new_end = max(low, i * _ENERGY_HOP), min(high, j * _ENERGY_HOP)
     if new_end <= new_start:
@@ -231,13 +237,17 @@ def segment_recording(recognizer, audio_path, text, out_dir, *, speaker=None, ch
             sentence["parts"].append(part)
             candidates.append(part)
     candidates.sort(key=lambda p: p["start"])
-    for a, b in zip(candidates, candidates[1:]):
-        if a["end"] > b["start"] and a["status"] == b["status"] == "kept":
-            loser = a if a["confidence"] < b["confidence"] else b
-            loser.update(status="rejected", reason="overlap")
     for part in candidates:
-        if part["status"] == "kept" and part["confidence"] < min_confidence:
+        if part["confidence"] < min_confidence:
             part.update(status="rejected", reason="low_confidence")
+    last = None
+    for part in (p for p in candidates if p["status"] == "kept"):
+        if last is None or last["end"] <= part["start"]:
+            last = part
+            continue
+        loser = last if last["confidence"] < part["confidence"] else part
+        loser.update(status="rejected", reason="overlap")
+        last = part if loser is last else last
     kept = [p for p in candidates if p["status"] == "kept"]
     for part in candidates:
         if part["status"] == "rejected":
