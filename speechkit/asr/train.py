@@ -38,6 +38,7 @@ from speechkit.asr.ctc import CTCTrainer, ctc_min_frames
 from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.deepspeech2 import DeepSpeech2Config, build_deepspeech2, output_lengths
 from speechkit.asr.inference import load_run
+from speechkit.asr.streaming import frontend_with_statistics
 from speechkit.config import Config
 from speechkit.data.manifest import SkipReport, read_manifest
 from speechkit.data.pipeline import FeatureCache, asr_dataset, frame_counts, plan_batches
@@ -284,6 +285,8 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
     if run is not home:
         atexit.register(shutil.rmtree, run.path, ignore_errors=True)
     vocabulary = Vocabulary()
+    config = dataclasses.replace(config, frontend=frontend_with_statistics(config.frontend,
+                                                                           read_manifest(train_manifest)))
     run.save_config(config, mutable=("epochs",))
     run.save_vocabulary(vocabulary)
     run.append_command(command)
