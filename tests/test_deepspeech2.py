@@ -165,20 +165,58 @@ def test_lookahead_does_not_read_past_the_utterance_end():
     assert np.all(short[0, 6:] == 0)
 
 
-def test_streaming_model_is_causal_up_to_the_lookahead():
-    """Unidirectional GRUs + lookahead tau: output frame t ignores inputs beyond frame t + tau (after convs)."""
-    config = tiny_config(conv_filters=(4,), conv_kernels=((1, 5),), conv_strides=((1, 2),), rnn_layers=2,
-                         bidirectional=False, lookahead=2)
+@pytest.mark.parametrize("right_context, lookahead_frames", [((2, 0), 2 * 3 + 2), ((0, 1), 2 * 3 + 1 * 3)])
+def test_streaming_model_is_causal_up_to_its_computed_lookahead(right_context, lookahead_frames):
+    """The streaming preset's kernels and strides: output frame j reads features up to 3 j + lookahead_frames only."""
+    config = tiny_config(conv_kernels=((11, 7), (11, 5)), conv_strides=((3, 2), (1, 2)),
+                         conv_right_context=right_context, rnn_layers=2, bidirectional=False, lookahead=2)
+    assert config.lookahead_frames == lookahead_frames
     model = build_deepspeech2(config, frontend=FRONTEND)
     _randomise_bn(model)
-    x, lengths = _batch([30])
+    x, lengths = _batch([60])
     base, _ = model([x, lengths], training=False)
-    changed = x.copy()
-    changed[0, 20:] += 5.0
-    after, _ = model([changed, lengths], training=False)
-    diff = np.abs(after.numpy()[0] - base.numpy()[0]).max(axis=1)
-    assert np.all(diff[:20 - 2] < 1e-6)
-    assert diff[20 - 2] > 1e-4
+    for start in (20, 31, 45):
+        changed = x.copy()
+        changed[0, start:] += 5.0
+        after, _ = model([changed, lengths], training=False)
+        diff = np.abs(after.numpy()[0] - base.numpy()[0]).max(axis=1)
+        reads = [j for j in range(len(diff)) if 3 * j + lookahead_frames >= start]
+        assert np.all(diff[:reads[0]] < 1e-6), start
+        assert diff[reads[0]] > 1e-5, start
+
+
+def test_conv_right_context_bounds_the_future_and_defaults_to_symmetric_padding():
+    x = np.zeros((1, 30, 6, 1), np.float32)
+    x[0, 17] = 1.0
+    for right, first in ((0, 17), (2, 15), (4, 13), (None, 12)):  # None: (11 - 1) - 5 = 5 frames ahead
+        layer = MaskedConv2D(2, (11, 3), (1, 1), right_context=right)
+        y, _ = layer(x, np.array([30], np.int32))
+        responds = np.flatnonzero(np.abs(y.numpy()[0]).sum(axis=(1, 2)) > 0)
+        assert responds.min() == first and responds.max() == first + 10, right
+    assert MaskedConv2D(2, (11, 3), right_context=None).time_padding == (5, 5)
+    assert MaskedConv2D(2, (4, 3), right_context=None).time_padding == (1, 2)
+    with pytest.raises(ValueError, match="right_context"):
+        MaskedConv2D(2, (11, 3), right_context=11)
+    with pytest.raises(ConfigError, match="conv_right_context"):
+        tiny_config(conv_right_context=(0,))
+    with pytest.raises(ConfigError, match="conv_right_context"):
+        tiny_config(conv_right_context=(5, 0))  # the first kernel is 5 frames long
+    assert tiny_config().conv_time_padding == ((2, 2), (1, 1))
+    assert tiny_config(conv_right_context=(1, 0)).conv_time_padding == ((3, 1), (2, 0))
+    assert math.isinf(tiny_config().lookahead_frames)
+
+
+def test_gru_from_a_state_continues_the_whole_sequence():
+    layer = BatchNormGRU(6, bidirectional=False)
+    x = np.random.default_rng(0).normal(size=(1, 13, 5)).astype(np.float32)
+    whole = layer(x, np.array([13], np.int32)).numpy()
+    first, state = layer.infer_from(x[:, :4], np.zeros((1, 6), np.float32))
+    empty, same = layer.infer_from(x[:, 4:4], state)
+    second, _ = layer.infer_from(x[:, 4:], same)
+    assert empty.shape == (1, 0, 6)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, atol=1e-5)
+    with pytest.raises(ValueError, match="bidirectional"):
+        BatchNormGRU(6).infer_from(x, np.zeros((1, 6), np.float32))
 
 
 def test_layer_configs_round_trip():

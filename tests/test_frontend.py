@@ -108,3 +108,70 @@ def test_config_round_trip_and_mismatch():
         fe.FrontendConfig.from_dict({"hop": 10})
     with pytest.raises(ConfigError, match="n_mels: 80 != 40"):
         CFG.check_matches(dataclasses.replace(CFG, n_mels=40), source="run/frontend.yaml")
+
+
+# -- Fixed (causal) normalisation -- #
+
+def test_configs_without_the_normalisation_fields_load_as_before():
+    old = {k: v for k, v in CFG.to_dict().items() if k not in ("normalization", "feature_mean", "feature_std")}
+    loaded = fe.FrontendConfig.from_dict(old)
+    assert loaded == CFG and loaded.normalization == "utterance" and not loaded.causal
+
+
+@pytest.mark.parametrize("changes", [
+    {"normalization": "running"},
+    {"feature_mean": (0.0,) * 80, "feature_std": (1.0,) * 80},  # statistics without normalization: fixed
+    {"normalization": "fixed", "feature_mean": (0.0,) * 80, "feature_std": (1.0,) * 79},
+    {"normalization": "fixed", "feature_mean": (0.0,) * 80, "feature_std": (0.0,) * 80},
+])
+def test_fixed_normalisation_rejects_bad_statistics(changes):
+    with pytest.raises(ConfigError):
+        fe.FrontendConfig(kind="mel", **changes)
+
+
+def test_fixed_normalisation_is_frame_wise_and_uses_the_statistics(tone):
+    mean, std = np.linspace(-8, 2, 80), np.linspace(1, 3, 80)
+    cfg = fe.FrontendConfig(kind="mel").with_statistics(mean, std)
+    assert cfg.causal and not cfg.needs_statistics
+    feats, _ = fe.features(tone[None], [tone.size], config=cfg)
+    raw = fe.log_mel(tone, config=cfg).numpy()
+    np.testing.assert_allclose(feats[0].numpy(), (raw - mean) / std, rtol=1e-5, atol=1e-5)
+    # The probe: changing the last 0.1 s of the audio must not move frame 0 (it moved by 1.85 under
+    # per-utterance normalisation).
+    changed = tone.copy()
+    changed[-1600:] = 0.9
+    moved, _ = fe.features(changed[None], [tone.size], config=cfg)
+    np.testing.assert_array_equal(moved[0, :(tone.size - 1600 - 400) // 160].numpy(),
+                                  feats[0, :(tone.size - 1600 - 400) // 160].numpy())
+    per_utterance, _ = fe.features(tone[None], [tone.size], config=fe.FrontendConfig(kind="mel"))
+    per_utterance_moved, _ = fe.features(changed[None], [tone.size], config=fe.FrontendConfig(kind="mel"))
+    assert np.abs(per_utterance_moved[0, 0].numpy() - per_utterance[0, 0].numpy()).max() > 0.1
+
+
+def test_fixed_normalisation_without_statistics_says_how_to_get_them(tone):
+    cfg = fe.FrontendConfig(kind="mel", normalization="fixed")
+    assert cfg.needs_statistics
+    with pytest.raises(ConfigError, match="feature_statistics"):
+        fe.features(tone[None], [tone.size], config=cfg)
+
+
+def test_feature_statistics_are_the_mean_and_std_over_all_frames(tone):
+    parts = [tone[:5000], tone[5000:], 0.5 * tone]
+    mean, std = fe.feature_statistics(parts, config=CFG)
+    frames = np.concatenate([fe.raw_features(p, config=CFG).numpy() for p in parts]).astype(np.float64)
+    np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(std, frames.std(axis=0), rtol=1e-6)
+    with pytest.raises(ConfigError):
+        fe.feature_statistics([], config=CFG)
+
+
+@pytest.mark.parametrize("kind", ["spectrogram", "mel"])
+def test_framed_features_of_a_slice_equal_the_whole_utterance_frames(tone, kind):
+    cfg = fe.FrontendConfig(kind=kind)
+    whole = fe.raw_features(tone, config=cfg).numpy()
+    window, hop = cfg.analysis_window, cfg.hop_length
+    padded = np.pad(tone, (window // 2, window // 2 + window % 2))
+    first, count = 7, 5  # frames 7..11 read padded[7 * hop : 11 * hop + window]
+    piece = padded[first * hop:(first + count - 1) * hop + window]
+    got = fe.framed_features(piece[None], config=cfg).numpy()[0]
+    np.testing.assert_allclose(got, whole[first:first + count], atol=1e-4)
