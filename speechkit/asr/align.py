@@ -22,11 +22,12 @@ many easy ones (on the benchmark chapters it separates read from unread sentence
 arithmetic mean does not: BENCHMARKS.md).
 
 Long recordings are aligned piecewise (``align_pieces``): the greedy transcript is matched to the
-text word by word (rapidfuzz's Levenshtein alignment, Hirschberg's algorithm, so memory stays
-linear), runs of agreeing words become anchors (Moreno et al. 1998, the way LibriSpeech was cut),
-and each piece of text is aligned on its own between the anchors around it, with a free start and
-end (frames before and after it are not charged), so unspoken text, unscripted speech and long
-pauses stay outside the pieces.
+text word by word (rapidfuzz's Levenshtein alignment: 10,000 against 10,000 words in well under a
+second), runs of agreeing words become anchors (the recursive anchored alignment of Moreno et al.
+1998; LibriSpeech, Panayotov et al. 2015, also matched a first-pass transcript to the book), and
+each piece of text is aligned on its own between the anchors around it, with a free start and end
+(frames off the path score as if recognised freely: ``ctc_forced_align``), so unspoken text,
+unscripted speech and long pauses stay outside the pieces.
 """
 
 import dataclasses
