@@ -41,7 +41,6 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from tqdm import tqdm
 
-from speechkit import audio as audio_io
 from speechkit import text as text_norm
 from speechkit.config import atomic_write_text
 from speechkit.errors import TextError
@@ -57,7 +56,6 @@ __all__ = [
     "greedy_words",
     "anchor_words",
     "align_pieces",
-    "recording_log_probs",
     "align_audio",
 ]
 
@@ -485,40 +483,6 @@ def align_pieces(log_probs, pieces, *, vocabulary, frame_seconds, source=None, m
     return out
 
 
-# -- Audio -- #
-
-def recording_log_probs(recognizer, path, *, progress=False):
-    """Log-probabilities of an audio file of any length, window by window, in memory bounded by the window.
-
-    The same windows as ``Recognizer.log_probs_file`` (``Recognizer.windows``), read from disk
-    ``batch_size`` at a time, with a progress bar.
-
-    Args:
-        recognizer: ``speechkit.asr.inference.Recognizer``.
-        path: str, an audio file in any libsndfile format and rate.
-        progress: bool, show a progress bar over the windows.
-
-    Returns:
-        float32 [frames, vocabulary.size].
-
-    Raises:
-        AudioError: the file is missing, unreadable or corrupt.
-    """
-    rate = recognizer.frontend.sample_rate
-    seconds = audio_io.info(path)[0]
-    windows = recognizer.windows(int(round(seconds * rate)))
-    parts = []
-    with tqdm(total=round(seconds), desc="recognise", unit="s", disable=not progress) as bar:
-        for first in range(0, len(windows), recognizer.batch_size):
-            chunk = windows[first:first + recognizer.batch_size]
-            audios = [audio_io.load(path, sample_rate=rate, offset=start / rate, duration=(end - start) / rate)
-                      for start, end, _, _ in chunk]
-            for (_, _, keep_from, keep_to), lp in zip(chunk, recognizer.log_probs(audios)):
-                parts.append(lp[keep_from:keep_to])
-            bar.update(min(round(seconds), round(chunk[-1][1] / rate)) - bar.n)
-    return np.concatenate(parts)
-
-
 def _pieces(text, max_words):
     """``text`` cut into pieces of at most ``max_words`` words; each but the last keeps its trailing space."""
     words = text.split()
@@ -559,7 +523,7 @@ def align_audio(recognizer, audio, text, *, source=None, text_source=None, max_c
     vocabulary = recognizer.vocabulary
     text = check_text(text, vocabulary, source=text_source or f"transcript of {source}")
     if isinstance(audio, str):
-        log_probs = recording_log_probs(recognizer, audio, progress=progress)
+        log_probs = recognizer.log_probs_file(audio, progress=progress)
     else:
         log_probs = recognizer.log_probs([audio])[0]
     step = frame_seconds(recognizer)

@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from speechkit import audio as audio_io
 from speechkit import frontend as fe
@@ -235,11 +236,15 @@ class Recognizer:
         texts = self.transcribe([audio for _, audio in group], decoder=decoder)
         return [(path, text) for (path, _), text in zip(group, texts)]
 
-    def log_probs_file(self, path):
+    def log_probs_file(self, path, *, progress=False):
         """Log-probabilities of an audio file of any length, in memory bounded by the window, not the file.
 
         The file is read one window at a time (``windows``), ``batch_size`` windows per forward pass,
         so an hour-long recording never sits in memory as a whole.
+
+        Args:
+            path: str, an audio file in any libsndfile format and rate.
+            progress: bool, show a progress bar over the seconds recognised.
 
         Returns:
             float32 [frames, vocabulary.size], as ``log_probs`` of the whole file.
@@ -251,12 +256,14 @@ class Recognizer:
         seconds = audio_io.info(path)[0]
         windows = self.windows(int(round(seconds * rate)))
         parts = []
-        for first in range(0, len(windows), self.batch_size):
-            chunk = windows[first:first + self.batch_size]
-            audios = [audio_io.load(path, sample_rate=rate, offset=start / rate, duration=(end - start) / rate)
-                      for start, end, _, _ in chunk]
-            for (_, _, keep_from, keep_to), lp in zip(chunk, self._run(audios)):
-                parts.append(lp[keep_from:keep_to])
+        with tqdm(total=round(seconds), desc="recognise", unit="s", disable=not progress) as bar:
+            for first in range(0, len(windows), self.batch_size):
+                chunk = windows[first:first + self.batch_size]
+                audios = [audio_io.load(path, sample_rate=rate, offset=start / rate, duration=(end - start) / rate)
+                          for start, end, _, _ in chunk]
+                for (_, _, keep_from, keep_to), lp in zip(chunk, self._run(audios)):
+                    parts.append(lp[keep_from:keep_to])
+                bar.update(min(round(seconds), round(chunk[-1][1] / rate)) - bar.n)
         logger.info("%s: %.1f s recognised in %d windows of at most %.1f s", path, seconds, len(windows),
                     self.chunk_samples / rate)
         return np.concatenate(parts)

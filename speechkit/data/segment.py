@@ -6,7 +6,7 @@ Project Gutenberg text and cut at pauses into utterances of at most 35 s. Here:
 1. The book text is split into sentences (``split_sentences``) and each is normalised
    (``speechkit.asr.align.check_text``); one with characters outside the vocabulary is rejected,
    named, and the rest go on.
-2. The recording is recognised window by window (``speechkit.asr.align.recording_log_probs``), so
+2. The recording is recognised window by window (``Recognizer.log_probs_file``), so
    memory holds the log-probabilities (about 14 MB per hour) and one window of audio, never the
    whole recording.
 3. Each sentence is force-aligned between the anchors around it (``align_pieces``): text that is
@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from speechkit import audio as audio_io
-from speechkit.asr.align import align_pieces, check_text, frame_seconds, recording_log_probs
+from speechkit.asr.align import align_pieces, check_text, frame_seconds
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import SkipReport, Utterance, write_manifest
 from speechkit.errors import SpeechkitError, TextError
@@ -211,7 +211,7 @@ def segment_recording(recognizer, audio_path, text, out_dir, *, speaker=None, ch
                         "outside the vocabulary)")
     rate = recognizer.frontend.sample_rate
     duration = audio_io.info(audio_path)[0]
-    log_probs = recording_log_probs(recognizer, audio_path, progress=progress)
+    log_probs = recognizer.log_probs_file(audio_path, progress=progress)
     step = frame_seconds(recognizer)
     alignments = align_pieces(log_probs, [s["text"] for s in usable], vocabulary=recognizer.vocabulary,
                               frame_seconds=step, source=audio_path, margin_seconds=margin_seconds,
