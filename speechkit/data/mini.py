@@ -65,6 +65,7 @@ __all__ = [
     "heard_in_training",
     "plan_mini",
     "synth_mini",
+    "single_speakers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,32 @@ def make_speakers(rng, *, train=40, dev=8, test=8, flite_fraction=0.25):
         for i in rng.permutation(len(drafts)):
             speakers.append(Speaker(100 + len(speakers), split, *drafts[i]))
     return speakers
+
+
+def single_speakers(voice):
+    """One espeak-ng voice for every split, for a single-speaker (TTS) corpus.
+
+    Each split gets its own speaker id (100 train, 101 dev, 102 test), so utterance ids stay unique
+    across splits, but all three are the same engine setting at espeak-ng's default rate and pitch:
+    unlike the multi-speaker corpus, the dev and test voice is the training voice on purpose.
+
+    Args:
+        voice: str, ``ACCENT+VARIANT`` with an accent of ``ESPEAK_ACCENTS`` and a variant of
+            ``ESPEAK_VARIANTS`` or ``ESPEAK_EXTRA_VARIANTS`` (``en-us+m3``).
+
+    Returns:
+        list of three Speaker, one per split in ``SPLITS`` order.
+
+    Raises:
+        SynthesisError: an unknown accent or variant.
+    """
+    accent, _, variant = str(voice).partition("+")
+    variants = ESPEAK_VARIANTS + tuple(ESPEAK_EXTRA_VARIANTS)
+    if accent not in ESPEAK_ACCENTS or variant not in variants:
+        raise SynthesisError(f"single speaker voice must be ACCENT+VARIANT with an accent of {ESPEAK_ACCENTS} and a "
+                             f"variant of {variants}, received: {voice!r}")
+    gender = ESPEAK_EXTRA_VARIANTS[variant] if variant in ESPEAK_EXTRA_VARIANTS else variant[0].upper()
+    return [Speaker(100 + i, split, "espeak-ng", accent, variant, 175.0, 50, gender) for i, split in enumerate(SPLITS)]
 
 
 def _draw_flite(rng, voice, split, used, trained):
@@ -460,7 +487,7 @@ def _books_digest(books_dir, books):
 
 def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minutes=10.0, test_minutes=10.0,
               train_speakers=40, dev_speakers=8, test_speakers=8, flite_fraction=0.25, min_words=3, max_words=20,
-              extra_train_speakers=0):
+              extra_train_speakers=0, single_speaker=None):
     """Plan a mini corpus without synthesising anything.
 
     The eligible sentences are shuffled with ``seed`` and cut into three disjoint reserves (test,
@@ -481,6 +508,9 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
         flite_fraction: float in [0, 1], the share of flite speakers per split (and among the extra ones).
         min_words, max_words: int, the accepted sentence length in words.
         extra_train_speakers: int >= 0, training speakers added by ``add_train_speakers``.
+        single_speaker: optional str, an espeak-ng ``ACCENT+VARIANT`` that speaks every split
+            (``single_speakers``); the speaker counts, ``flite_fraction`` and ``extra_train_speakers``
+            are then unused. The sentence reserves are drawn from the same shuffle.
 
     Returns:
         MiniPlan.
@@ -498,7 +528,9 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
     rng = np.random.default_rng(seed)
     speakers = make_speakers(rng, train=train_speakers, dev=dev_speakers, test=test_speakers,
                              flite_fraction=flite_fraction)
-    if extra_train_speakers:
+    if single_speaker is not None:
+        speakers = single_speakers(single_speaker)
+    elif extra_train_speakers:
         speakers = add_train_speakers(np.random.default_rng([int(seed), 1]), speakers, extra_train_speakers,
                                       flite_fraction=flite_fraction)
     order = rng.permutation(len(text.eligible))
@@ -532,7 +564,9 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
         "test_speakers": int(test_speakers), "flite_fraction": float(flite_fraction), "min_words": int(min_words),
         "max_words": int(max_words), "books_digest": _books_digest(books_dir, text.books),
     }
-    if extra_train_speakers:
+    if single_speaker is not None:
+        settings["single_speaker"] = str(single_speaker)
+    elif extra_train_speakers:
         settings["extra_train_speakers"] = int(extra_train_speakers)
     return MiniPlan(settings=settings, text=text, speakers=speakers, candidates={s: candidates[s] for s in SPLITS},
                     targets=targets)
@@ -761,7 +795,7 @@ def _run_rounds(plan, out_dir, durations, failures, jobs, cpu_seconds):
 
 def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0, dev_minutes=10.0, test_minutes=10.0,
                jobs=None, train_speakers=40, dev_speakers=8, test_speakers=8, flite_fraction=0.25, min_words=3,
-               max_words=20, extra_train_speakers=0, manifests=True):
+               max_words=20, extra_train_speakers=0, single_speaker=None, manifests=True):
     """Synthesise the mini corpus into ``out_dir`` in LibriSpeech layout, resuming what exists.
 
     Writes ``{train,dev,test}/<spk>/<chapter>/<spk>-<chapter>-<nnnn>.flac`` (16 kHz, 16-bit) with one
@@ -774,8 +808,8 @@ def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0,
     Args:
         out_dir: str, the corpus folder (created if needed). A folder made with other settings is refused.
         seed, books_dir, train_hours, dev_minutes, test_minutes, train_speakers, dev_speakers,
-            test_speakers, flite_fraction, min_words, max_words, extra_train_speakers: the plan
-            settings, see ``plan_mini``.
+            test_speakers, flite_fraction, min_words, max_words, extra_train_speakers, single_speaker:
+            the plan settings, see ``plan_mini``.
         jobs: int >= 1, parallel synthesis processes; None uses every CPU.
         manifests: bool, also write the JSONL manifests.
 
@@ -794,7 +828,7 @@ def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0,
     plan = plan_mini(books_dir, seed=seed, train_hours=train_hours, dev_minutes=dev_minutes, test_minutes=test_minutes,
                      train_speakers=train_speakers, dev_speakers=dev_speakers, test_speakers=test_speakers,
                      flite_fraction=flite_fraction, min_words=min_words, max_words=max_words,
-                     extra_train_speakers=extra_train_speakers)
+                     extra_train_speakers=extra_train_speakers, single_speaker=single_speaker)
     _check_engines(plan.speakers)
     _open_corpus(out_dir, plan.settings)
     _clean_tree(out_dir, keep={os.path.join(out_dir, it.path) for items in plan.candidates.values() for it in items})
