@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "speechkit.cli.score",
     "speechkit.cli.models",
     "speechkit.cli.music",
+    "speechkit.cli.tts",
 )
 _GROUPS = {
     "data": "prepare corpora and manifests",
