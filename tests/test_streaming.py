@@ -23,9 +23,10 @@ from speechkit.asr.deepspeech2 import build_deepspeech2
 from speechkit.asr.inference import load_run
 from speechkit.asr.streaming import (check_streamable, frontend_with_statistics, lookahead_ms, lookahead_samples,
                                      pcm16_chunks)
-from speechkit.asr.train import load_train_config
+from speechkit.asr.train import load_train_config, train
+from speechkit.config import load_yaml
 from speechkit.cli import main
-from speechkit.data.manifest import Utterance
+from speechkit.data.manifest import Utterance, write_manifest
 from speechkit.errors import ConfigError, ExportError, SpeechkitError
 from speechkit.export.asr import export_asr
 from speechkit.export.streaming import ExportedStream, TFLiteStream
@@ -350,3 +351,34 @@ def test_training_statistics_are_filled_in_deterministically(tmp_path):
     plain = FrontendConfig(kind="mel", n_mels=20)
     assert frontend_with_statistics(plain, utterances) is plain
     assert FrontendConfig.from_dict(first.to_dict()) == first
+
+
+@pytest.mark.slow
+def test_training_stores_the_statistics_and_a_resume_computes_the_same(tmp_path):
+    """train() fills in the fixed statistics before config.yaml is written; the model streams like it decodes."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (make apt)")
+    utterances = []
+    for i, text in enumerate(["GOOD MORNING", "THE CAT SAT ON THE MAT", "OPEN THE DOOR PLEASE", "RED AND BLUE"]):
+        path = str(tmp_path / f"u{i}.wav")
+        subprocess.run(["espeak-ng", "-v", "en-us", "-w", path, text.lower()], check=True)
+        utterances.append(Utterance(id=f"u{i}", audio=path, duration=audio_io.info(path)[0], text=text, speaker="s"))
+    manifest = str(tmp_path / "train.jsonl")
+    write_manifest(manifest, utterances)
+    preset = load_train_config(PRESET)
+    config = dataclasses.replace(preset, model=_preset_layout()[0], batch_size=2, epochs=1, checkpoint_every=2,
+                                 dev_batch_size=4)
+    assert config.frontend.needs_statistics
+    out = str(tmp_path / "run")
+    train(config, train_manifest=manifest, out_dir=out, verbose=0)
+    stored = load_yaml(os.path.join(out, "config.yaml"))["frontend"]
+    assert stored["normalization"] == "fixed" and len(stored["feature_mean"]) == len(stored["feature_std"]) == 80
+    train(dataclasses.replace(config, epochs=2), train_manifest=manifest, out_dir=out, verbose=0)  # resumes
+    assert load_yaml(os.path.join(out, "config.yaml"))["frontend"] == stored
+    recognizer = load_run(out)
+    assert recognizer.frontend.feature_mean == tuple(stored["feature_mean"])
+    audio = audio_io.load(utterances[1].audio)
+    stream = recognizer.stream()
+    final = _stream_all(stream, audio, 2560)
+    np.testing.assert_allclose(stream.log_probs, recognizer.log_probs([audio])[0], atol=1e-4)
+    assert final == recognizer.transcribe([audio])[0]
