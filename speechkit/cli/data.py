@@ -56,6 +56,26 @@ def register(commands, groups):
     p.set_defaults(func=_combine)
 
     p = add_defaults_help(data.add_parser(
+        "augment", help="write speed-perturbed and noisy copies of a manifest's utterances, and a manifest listing "
+        "originals and copies"))
+    p.add_argument("manifest", help="input JSONL manifest")
+    p.add_argument("--out", required=True, help="output folder (audio/, the manifest under the input's name, "
+                   "augment.json); a rerun skips the copies that exist")
+    p.add_argument("--speeds", type=float, nargs="*", default=[0.9, 1.1],
+                   help="one copy per speed factor (tempo and pitch change together); none: no speed copies")
+    p.add_argument("--noise", nargs="*", default=[], metavar="KIND",
+                   help="built-in noise kinds to draw from: white, pink, brown, babble (other utterances summed)")
+    p.add_argument("--noise-files", default=None, metavar="MANIFEST|DIR",
+                   help="your own noise recordings to draw from (a manifest or a folder of audio files)")
+    p.add_argument("--snr", type=float, nargs=2, default=[5.0, 25.0], metavar=("LOW", "HIGH"),
+                   help="signal-to-noise ratio range in dB for the noisy copies")
+    p.add_argument("--noisy-copies", type=int, default=None,
+                   help="noisy copies of every utterance (default: 1 when a noise source is given, else 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2, help="worker threads")
+    p.set_defaults(func=_augment)
+
+    p = add_defaults_help(data.add_parser(
         "segment", help="cut a long recording and its book text into utterances (LibriSpeech layout + manifest) "
         "by CTC forced alignment with an ASR model"))
     p.add_argument("audio", help="the long recording (any libsndfile format; read window by window)")
@@ -112,6 +132,21 @@ def _combine(args):
     speakers = args.speakers.split(",") if args.speakers else None
     utterances = combine_manifests(args.manifests, args.out, speakers=speakers, max_hours=args.max_hours)
     print(f"{args.out}: {len(utterances)} utterances, {sum(u.duration for u in utterances) / 3600:.2f} h")
+
+
+def _augment(args):
+    from speechkit.data.augment import AugmentConfig, augment_manifest
+
+    copies = args.noisy_copies
+    if copies is None:
+        copies = 1 if (args.noise or args.noise_files) else 0
+    config = AugmentConfig(speeds=tuple(args.speeds), noise=tuple(args.noise), noise_files=args.noise_files,
+                           snr_db=tuple(args.snr), noisy_copies=copies, seed=args.seed)
+    summary = augment_manifest(args.manifest, args.out, config, jobs=args.jobs, progress=sys.stderr.isatty())
+    print(f"{summary['manifest']}: {summary['originals']} originals + {summary['copies']} copies "
+          f"({summary['written']} written, {summary['reused']} reused), {summary['hours']:.2f} h; "
+          f"{summary['failed']['count']} unreadable")
+    return 0 if not summary["failed"]["count"] else 1
 
 
 def _segment(args):
