@@ -10,7 +10,8 @@ def register(commands, groups):
     export = groups["export"]
 
     p = add_defaults_help(export.add_parser(
-        "asr", help="export an ASR run as a SavedModel (front end and greedy decoding in the graph)"))
+        "asr", help="export an ASR run as a SavedModel (front end and greedy decoding in the graph; a streaming model "
+        "also gets stream_init, stream_step and stream_finish)"))
     p.add_argument("run", nargs="?", help="ASR run directory (holds model.keras); omit with --model")
     add_model_argument(p, "asr")
     p.add_argument("--out", required=True, help="export directory (replaced if it exists)")
@@ -56,6 +57,9 @@ def _export_asr(args):
     if args.tflite:
         line += (f"; model.tflite ({info['tflite_bytes'] / 1e6:.1f} MB) in {info['tflite_seconds']:.1f} s, "
                  f"max |TFLite - SavedModel| {info['tflite_max_abs_diff']:.2g}")
+    if "streaming" in info:
+        line += (f"; streaming signatures {', '.join(info['streaming']['signatures'])} (lookahead "
+                 f"{info['streaming']['lookahead_ms']:.0f} ms)")
     print(line + (f"; LM {info['lm']}" if info["lm"] else ""))
 
 
