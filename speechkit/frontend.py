@@ -7,6 +7,12 @@ Framing is centred (as ``librosa.stft(center=True)``) with zero padding: an utte
 samples gives ``1 + n // hop`` frames, and frame ``t`` is centred on sample ``t * hop``. Zero padding
 (rather than reflection) makes the valid frames of an utterance identical whether it is alone or
 inside a zero-padded batch.
+
+Normalisation is per utterance by default (``normalization: utterance``: each bin's mean and variance
+over the utterance's valid frames, so every frame depends on the whole audio). Streaming models use
+``normalization: fixed``: per-bin statistics computed on the training set (``feature_statistics``,
+filled in when training starts) and stored in the config, so each frame depends only on the samples
+under its own window and ``framed_features`` can compute any stretch of frames from a piece of audio.
 """
 
 import dataclasses
