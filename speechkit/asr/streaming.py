@@ -28,7 +28,6 @@ import tensorflow as tf
 
 from speechkit import audio as audio_io
 from speechkit import frontend as fe
-from speechkit.asr.decoding import greedy_decode
 from speechkit.errors import AudioError, ConfigError, SpeechkitError
 
 __all__ = [
@@ -240,7 +239,7 @@ class StreamingModel(tf.Module):
         received = self._frontend_stage.ready(received)
         for name, stage, layer in self._convs:
             window, count, new_state[name] = stage.window(state[name], x[0], received, final)
-            x = layer.infer_window(tf.expand_dims(window, 0))[:, :count]
+            x = tf.cast(layer.infer_window(tf.expand_dims(window, 0))[:, :count], tf.float32)
             received = stage.ready(received)
         x = tf.reshape(x, [1, -1, self._features])
         for name in self._grus:
@@ -282,6 +281,8 @@ class RecognizerStream:
         self._decoder = decoder
         self._state = model.initial_state()
         self._parts = [np.zeros((0, model.vocab_size), np.float32)]
+        self._path = []  # best class per frame with repeats collapsed (blanks kept): the greedy path so far
+        self._last = -1
         self._finished = False
         self.samples = 0
 
@@ -293,9 +294,17 @@ class RecognizerStream:
 
     @property
     def partial(self):
-        """str, the greedy transcript of the final output frames so far."""
-        return greedy_decode(self.log_probs, self._vocabulary)
+        """str, the greedy transcript of the final output frames so far (``greedy_decode`` of ``log_probs``)."""
+        return " ".join(self._vocabulary.decode(self._path).split())
 
+    def _append(self, log_probs):
+        """Keep new output frames and extend the collapsed greedy path, so a partial costs O(new frames)."""
+        self._parts.append(log_probs)
+        best = log_probs.argmax(axis=1)
+        if best.size:
+            keep = best != np.concatenate([[self._last], best[:-1]])
+            self._path.extend(best[keep].tolist())
+            self._last = int(best[-1])
     def feed(self, samples):
         """Add audio; return the partial transcript so far.
 
@@ -316,7 +325,7 @@ class RecognizerStream:
             raise AudioError(f"stream chunk: expected finite float samples [n], received shape {samples.shape}")
         if samples.size:
             log_probs, self._state = self._model.step_fn(tf.constant(samples), self._state)
-            self._parts.append(log_probs.numpy())
+            self._append(log_probs.numpy())
             self.samples += samples.size
         return self.partial
 
@@ -324,7 +333,7 @@ class RecognizerStream:
         """End the utterance; return its final transcript (greedy, or ``decoder``'s)."""
         if self._finished:
             raise SpeechkitError("this stream has already finished")
-        self._parts.append(self._model.finish_fn(self._state).numpy())
+        self._append(self._model.finish_fn(self._state).numpy())
         self._finished = True
         if self._decoder is None:
             return self.partial
