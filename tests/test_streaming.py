@@ -22,8 +22,8 @@ from speechkit import audio as audio_io
 from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.deepspeech2 import build_deepspeech2
 from speechkit.asr.inference import load_run
-from speechkit.asr.streaming import (check_streamable, frontend_with_statistics, lookahead_ms, lookahead_samples,
-                                     pcm16_chunks)
+from speechkit.asr.streaming import (GreedyPath, check_streamable, frontend_with_statistics, lookahead_ms,
+                                     lookahead_samples, pcm16_chunks)
 from speechkit.asr.train import load_train_config, train
 from speechkit.config import load_yaml
 from speechkit.cli import main
@@ -383,3 +383,15 @@ def test_training_stores_the_statistics_and_a_resume_computes_the_same(tmp_path)
     final = _stream_all(stream, audio, 2560)
     np.testing.assert_allclose(stream.log_probs, recognizer.log_probs([audio])[0], atol=1e-4)
     assert final == recognizer.transcribe([audio])[0]
+
+
+def test_greedy_path_grows_like_greedy_decode_of_all_frames():
+    vocabulary = Vocabulary()
+    rng = np.random.default_rng(2)
+    frames = rng.normal(size=(60, vocabulary.size)).astype(np.float32)
+    frames[:, 0] += rng.choice([0.0, 4.0], size=60)  # runs of blanks
+    frames[20:23] = frames[19]  # a repeat that spans a chunk boundary
+    path = GreedyPath(vocabulary)
+    for start, end in ((0, 0), (0, 20), (20, 21), (21, 45), (45, 60)):
+        path.append(frames[start:end])
+        assert path.text == greedy_decode(frames[:end], vocabulary)

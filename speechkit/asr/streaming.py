@@ -35,6 +35,7 @@ __all__ = [
     "lookahead_ms",
     "check_streamable",
     "StreamingModel",
+    "GreedyPath",
     "RecognizerStream",
     "stream_transcripts",
     "pcm16_chunks",
@@ -257,6 +258,34 @@ class StreamingModel(tf.Module):
 
 # -- The Python stream -- #
 
+class GreedyPath:
+    """Best-path CTC decoding that grows with the stream: each chunk of frames costs O(its frames).
+
+    ``text`` always equals ``speechkit.asr.decoding.greedy_decode`` of all frames appended so far.
+
+    Args:
+        vocabulary: ``speechkit.text.Vocabulary`` (blank at index 0).
+    """
+
+    def __init__(self, vocabulary):
+        self._vocabulary = vocabulary
+        self._path = []  # best class per frame with repeats collapsed (blanks kept)
+        self._last = -1
+
+    def append(self, log_probs):
+        """Extend the path with float [frames, vocab] (log-)probabilities."""
+        best = np.asarray(log_probs).argmax(axis=1)
+        if best.size:
+            keep = best != np.concatenate([[self._last], best[:-1]])
+            self._path.extend(best[keep].tolist())
+            self._last = int(best[-1])
+
+    @property
+    def text(self):
+        """str, the normalised greedy transcript."""
+        return " ".join(self._vocabulary.decode(self._path).split())
+
+
 class RecognizerStream:
     """One utterance recognised as it arrives: ``feed`` chunks, read partial transcripts, ``finish``.
 
@@ -281,8 +310,7 @@ class RecognizerStream:
         self._decoder = decoder
         self._state = model.initial_state()
         self._parts = [np.zeros((0, model.vocab_size), np.float32)]
-        self._path = []  # best class per frame with repeats collapsed (blanks kept): the greedy path so far
-        self._last = -1
+        self._greedy = GreedyPath(vocabulary)
         self._finished = False
         self.samples = 0
 
@@ -295,16 +323,11 @@ class RecognizerStream:
     @property
     def partial(self):
         """str, the greedy transcript of the final output frames so far (``greedy_decode`` of ``log_probs``)."""
-        return " ".join(self._vocabulary.decode(self._path).split())
+        return self._greedy.text
 
     def _append(self, log_probs):
-        """Keep new output frames and extend the collapsed greedy path, so a partial costs O(new frames)."""
         self._parts.append(log_probs)
-        best = log_probs.argmax(axis=1)
-        if best.size:
-            keep = best != np.concatenate([[self._last], best[:-1]])
-            self._path.extend(best[keep].tolist())
-            self._last = int(best[-1])
+        self._greedy.append(log_probs)
     def feed(self, samples):
         """Add audio; return the partial transcript so far.
 

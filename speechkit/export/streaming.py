@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speechkit.asr.decoding import greedy_decode
+from speechkit.asr.streaming import GreedyPath
 from speechkit.errors import ExportError
 from speechkit.text import Vocabulary
 
@@ -115,6 +115,7 @@ class _SignatureStream:
         self.vocabulary = vocabulary
         self.state = {k: np.asarray(v) for k, v in init().items()}
         self._parts = []
+        self._greedy = GreedyPath(vocabulary)
 
     @property
     def log_probs(self):
@@ -126,12 +127,14 @@ class _SignatureStream:
         out = self._step(np.asarray(samples, np.float32).reshape(-1), self.state)
         self.state = {k: np.asarray(out[k]) for k in self.state}
         self._parts.append(np.asarray(out["log_probs"]))
-        return greedy_decode(self.log_probs, self.vocabulary)
+        self._greedy.append(self._parts[-1])
+        return self._greedy.text
 
     def finish(self):
         """End the utterance; return the final greedy transcript."""
         self._parts.append(np.asarray(self._finish(self.state)["log_probs"]))
-        return greedy_decode(self.log_probs, self.vocabulary)
+        self._greedy.append(self._parts[-1])
+        return self._greedy.text
 
 
 def _vocabulary(export_dir):
