@@ -64,6 +64,7 @@ def _time_chunks(make_stream, chunks, repeats):
 
 
 def _measure(args):
+    load_before = os.getloadavg()[0]
     recognizer = load_run(args.run)
     model = recognizer.streaming_model()
     rate = recognizer.frontend.sample_rate
@@ -115,8 +116,10 @@ def _measure(args):
         "max_abs_log_prob_diff": max_diff,
         "utterances": len(utterances),
     }
+    figures["load_average"] = (load_before, os.getloadavg()[0])
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs ({args.machine_note})"
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs ({args.machine_note}; load average "
+               f"{figures['load_average'][0]:.1f} before, {figures['load_average'][1]:.1f} after)")
     command = "python benchmarks/bench_streaming.py " + " ".join(sys.argv[1:])
     engines_text = "; ".join(f"{name} {figures[f'{name}_chunk_ms_median']:.2f} / {figures[f'{name}_chunk_ms_p95']:.2f}"
                              for name in engines)
