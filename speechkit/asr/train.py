@@ -285,17 +285,17 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
     if run is not home:
         atexit.register(shutil.rmtree, run.path, ignore_errors=True)
     vocabulary = Vocabulary()
-    config = dataclasses.replace(config, frontend=frontend_with_statistics(config.frontend,
-                                                                           read_manifest(train_manifest)))
+    report = SkipReport()
+    listed = read_manifest(train_manifest, skip_report=report)
+    config = dataclasses.replace(config, frontend=frontend_with_statistics(config.frontend, listed))
     run.save_config(config, mutable=("epochs",))
     run.save_vocabulary(vocabulary)
     run.append_command(command)
     run.clear_done()
 
-    report = SkipReport()
-    utterances, _ = select_utterances(read_manifest(train_manifest, skip_report=report), vocabulary=vocabulary,
-                                      frontend=config.frontend, conv_strides=config.model.conv_strides,
-                                      max_duration=config.max_duration, skip_report=report)
+    utterances, _ = select_utterances(listed, vocabulary=vocabulary, frontend=config.frontend,
+                                      conv_strides=config.model.conv_strides, max_duration=config.max_duration,
+                                      skip_report=report)
     report.write(run.file(run.SKIPPED))
     logger.info("%s: %d training utterances (%.2f h); %s", train_manifest, len(utterances),
                 sum(u.duration for u in utterances) / 3600, report.summary())
