@@ -321,3 +321,27 @@ def test_exported_tts_round_trips_in_a_fresh_process(tiny_run, tmp_path):
     expected = griffinlim_tf(expected_mel, config=FRONTEND, iterations=8).numpy()
     assert waveform.dtype == np.float32 and waveform.shape == expected.shape == ((len(mel) - 1) * 160,)
     np.testing.assert_allclose(waveform, expected, atol=1e-3)
+
+
+# -- Evaluation -- #
+
+def test_mcd_dtw_forgives_timing_but_not_spectra():
+    from speechkit.tts.evaluate import mcd_dtw
+
+    rng = np.random.default_rng(0)
+    reference = np.repeat(rng.normal(-3, 3, (20, 80)), 3, axis=0)
+    stretched = np.repeat(reference[::3], 5, axis=0)
+    assert mcd_dtw(reference, reference) == 0.0
+    assert mcd_dtw(reference, stretched) < 1e-9
+    assert mcd_dtw(reference, reference + rng.normal(0, 1, reference.shape)) > 5.0
+
+
+def test_eval_tts_writes_a_report(tiny_run, tmp_path):
+    folder, run, _ = tiny_run
+    out = tmp_path / "eval"
+    assert main(["eval-tts", "--run", str(run), "--manifest", str(folder / "train.jsonl"), "--out", str(out),
+                 "--limit", "2", "--plots", "1", "--asr", "none", "--griffinlim-iterations", "2"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["utterances"] == 2 and report["summary"]["rtf"] > 0
+    assert (out / report["utterances"][0]["png"]).exists() and "png" not in report["utterances"][1]
+    assert all((out / r["wav"]).exists() and r["mcd_dtw_mel_db"] > 0 for r in report["utterances"])

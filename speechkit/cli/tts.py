@@ -1,4 +1,4 @@
-"""``speechkit data durations``, ``train tts``, ``synthesize`` and ``export tts``: text-to-speech commands."""
+"""``speechkit data durations``, ``train tts``, ``synthesize``, ``eval-tts`` and ``export tts``: text-to-speech commands."""
 
 import shlex
 import sys
@@ -54,6 +54,22 @@ def register(commands, groups):
     p.add_argument("--seed", type=int, default=0, help="WaveNet sampling noise seed")
     p.set_defaults(func=_synthesize)
 
+    p = add_defaults_help(commands.add_parser(
+        "eval-tts", help="synthesise held-out sentences: ASR WER next to the recordings', MCD-DTW, RTF"))
+    p.add_argument("--run", required=True, help="TTS run directory")
+    p.add_argument("--manifest", required=True, help="held-out utterances (JSONL): their text and recordings")
+    p.add_argument("--out", required=True, help="report folder (report.json, report.md, wav/, png/)")
+    p.add_argument("--asr", default="ds2-mini", metavar="RUN_OR_NAME",
+                   help="ASR run or released model that transcribes both; 'none' skips the WER")
+    p.add_argument("--limit", type=int, default=None, help="first N utterances of the manifest")
+    p.add_argument("--plots", type=int, default=4, help="utterances with spectrogram PNGs")
+    p.add_argument("--vocoder", choices=("griffinlim", "wavenet"), default=None,
+                   help="default: wavenet when --vocoder-model or --vocoder-run is given, else griffinlim")
+    p.add_argument("--vocoder-model", default=None, metavar="NAME", help="released vocoder or its folder")
+    p.add_argument("--vocoder-run", default=None, metavar="RUN", help="vocoder run directory")
+    p.add_argument("--griffinlim-iterations", type=int, default=32)
+    p.set_defaults(func=_eval)
+
     p = add_defaults_help(groups["export"].add_parser(
         "tts", help="export a TTS run as a SavedModel: string in, float32 waveform out (Griffin-Lim in the graph)"))
     p.add_argument("run", help="TTS run directory")
@@ -98,25 +114,35 @@ def _train(args):
     return 0
 
 
-def _synthesize(args):
-    from speechkit.errors import TextError
+def _vocoder_choice(args, verb):
+    """(kind, vocoder folder) from --vocoder, --vocoder-model and --vocoder-run, or None after a usage error."""
     from speechkit.models import resolve_model
-    from speechkit.tts.synthesis import load_synthesizer, synthesize_to_dir
 
-    if (args.text is None) == (args.text_file is None):
-        print("speechkit synthesize: error: give the text, or --text-file, not both", file=sys.stderr)
-        return 2
     if args.vocoder_model is not None and args.vocoder_run is not None:
-        print("speechkit synthesize: error: give --vocoder-model or --vocoder-run, not both", file=sys.stderr)
-        return 2
+        print(f"speechkit {verb}: error: give --vocoder-model or --vocoder-run, not both", file=sys.stderr)
+        return None
     vocoder_dir = args.vocoder_run
     if args.vocoder_model is not None:
         vocoder_dir = resolve_model(args.vocoder_model, family="vocoder")
     kind = args.vocoder or ("wavenet" if vocoder_dir else "griffinlim")
     if kind == "wavenet" and vocoder_dir is None:
-        print("speechkit synthesize: error: --vocoder wavenet needs --vocoder-model NAME or --vocoder-run RUN",
+        print(f"speechkit {verb}: error: --vocoder wavenet needs --vocoder-model NAME or --vocoder-run RUN",
               file=sys.stderr)
+        return None
+    return kind, vocoder_dir
+
+
+def _synthesize(args):
+    from speechkit.errors import TextError
+    from speechkit.tts.synthesis import load_synthesizer, synthesize_to_dir
+
+    if (args.text is None) == (args.text_file is None):
+        print("speechkit synthesize: error: give the text, or --text-file, not both", file=sys.stderr)
         return 2
+    choice = _vocoder_choice(args, "synthesize")
+    if choice is None:
+        return 2
+    kind, vocoder_dir = choice
     if args.text_file is not None:
         try:
             with open(args.text_file, encoding="utf-8") as f:
@@ -135,6 +161,35 @@ def _synthesize(args):
     elapsed = sum(item["synthesis_seconds"] for item in listing)
     print(f"{args.out}: {len(listing)} utterances, {seconds:.2f} s of audio in {elapsed:.2f} s "
           f"(RTF {elapsed / max(seconds, 1e-9):.2f}, {kind}); listing {args.out}/synthesis.jsonl")
+    return 0
+
+
+def _eval(args):
+    from speechkit.data.manifest import read_manifest
+    from speechkit.tts.evaluate import evaluate_tts
+    from speechkit.tts.synthesis import load_synthesizer
+
+    choice = _vocoder_choice(args, "eval-tts")
+    if choice is None:
+        return 2
+    kind, vocoder_dir = choice
+    utterances = read_manifest(args.manifest)[:args.limit]
+    recognizer = None
+    if args.asr != "none":
+        from speechkit.asr.inference import load_run
+        from speechkit.models import resolve_model
+
+        recognizer = load_run(resolve_model(args.asr, family="asr"))
+    synthesizer = load_synthesizer(args.run, vocoder=kind, vocoder_dir=vocoder_dir,
+                                   griffinlim_iterations=args.griffinlim_iterations)
+    report = evaluate_tts(synthesizer, utterances, out_dir=args.out, recognizer=recognizer, plots=args.plots,
+                          command=_command())
+    s = report["summary"]
+    line = (f"{args.out}: {s['utterances']} utterances, {s['seconds_synthesized']:.1f} s ({kind}), RTF {s['rtf']:.3f}; "
+            f"MCD-DTW {s['mcd_dtw_mel_db']:.2f} dB (mel), {s['mcd_dtw_audio_db']:.2f} dB (audio)")
+    if "wer_recorded" in s:
+        line += f"; ASR WER recorded {s['wer_recorded'] * 100:.1f}%, synthesised {s['wer_synthesized'] * 100:.1f}%"
+    print(line)
     return 0
 
 
