@@ -18,7 +18,7 @@ from speechkit.errors import ConfigError, ManifestError, TextError
 from speechkit.frontend import FrontendConfig, log_mel, num_frames
 from speechkit.runs import RunDir
 from speechkit.text import Vocabulary
-from speechkit.tts.config import AcousticModelConfig, TTSConfig, TTSTrainConfig
+from speechkit.tts.config import AcousticModelConfig, TTSConfig
 from speechkit.tts.data import pad_batch, plan_epoch
 from speechkit.tts.griffinlim import griffinlim_numpy, griffinlim_tf
 from speechkit.tts.model import AcousticModel, length_regulate

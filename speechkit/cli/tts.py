@@ -1,4 +1,4 @@
-"""``speechkit data durations``, ``train tts``, ``synthesize``, ``eval-tts`` and ``export tts``: text-to-speech commands."""
+"""Text-to-speech commands: ``data durations``, ``train tts``, ``synthesize``, ``eval-tts`` and ``export tts``."""
 
 import shlex
 import sys
@@ -110,7 +110,8 @@ def _train(args):
                         time_budget_min=args.time_budget, command=_command(), verbose=2 if args.quiet else "auto")
     final = summary["final"]
     print(f"{args.out}: {summary['step']} steps{' (time budget)' if summary['stopped'] == 'time_budget' else ''}; "
-          f"mel L1 {final.get('mel_l1', float('nan')):.3f}, log-duration MSE {final.get('duration_mse', float('nan')):.3f}")
+          f"mel L1 {final.get('mel_l1', float('nan')):.3f}, "
+          f"log-duration MSE {final.get('duration_mse', float('nan')):.3f}")
     return 0
 
 

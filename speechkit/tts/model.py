@@ -213,7 +213,7 @@ class AcousticModel(keras.Model):
         self.built = True
 
     def encode(self, tokens, training=None):
-        """(encodings float32 [batch, characters, width], log durations [batch, characters], mask [batch, characters])."""
+        """(encodings float32 [batch, characters, width], log durations and mask float32 [batch, characters])."""
         tokens = tf.cast(tokens, tf.int32)
         mask = tf.cast(tokens > 0, tf.float32)
         x = self.embedding(tokens) * mask[..., tf.newaxis]

@@ -97,7 +97,7 @@ class Synthesizer:
         return self._wavenet(mel, temperature=temperature, seed=seed)
 
     def _wavenet(self, mel, *, temperature, seed):
-        """``frames * hop`` samples, conditioned as ``speechkit.export.vocoder``'s ``serving_default`` (edge frames repeated)."""
+        """``frames * hop`` samples, conditioned as the exported vocoder's serving_default (edge frames repeated)."""
         model = self.wavenet.model
         if self._fast is None:
             self._fast = FastWaveNet(model)
