@@ -29,17 +29,7 @@ else
   asr_budget=${ASR_BUDGET:-60}; asr_args=(); lm_order=4; lm_prune=(0 0 1 1)
   tune_args=(--alphas 0.5 0.75 1.0 1.25 1.5 2.0 --betas 0.0 0.5 1.0 2.0 3.0 --beam-width 64 --jobs 2)
 fi
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --data) data=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+parse_recipe_options "$@"
 if [ "${FAST:-0}" = 1 ]; then
   pack_root=$exp/models; campaign=$exp/campaign
 else
