@@ -345,3 +345,57 @@ def test_eval_tts_writes_a_report(tiny_run, tmp_path):
     assert report["summary"]["utterances"] == 2 and report["summary"]["rtf"] > 0
     assert (out / report["utterances"][0]["png"]).exists() and "png" not in report["utterances"][1]
     assert all((out / r["wav"]).exists() and r["mcd_dtw_mel_db"] > 0 for r in report["utterances"])
+
+
+# -- WaveNet path -- #
+
+def test_wavenet_path_conditions_like_the_exported_vocoder(tiny_run):
+    from speechkit.export.vocoder import VocoderServingModule
+    from speechkit.vocoder.generation import Vocoder
+    from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig
+
+    _, run, _ = tiny_run
+    wavenet = WaveNet(WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8,
+                                    skip_channels=8, head_channels=16, cond_channels=8), FRONTEND)
+    wavenet.build()
+    rng = np.random.default_rng(3)
+    for w in wavenet.weights:
+        w.assign(rng.normal(0.0, 0.4, w.shape).astype(np.float32))
+    model = RunDir(str(run)).load_model(cls=AcousticModel)
+    synth = Synthesizer(model, config=_tiny_config(), vocoder="wavenet", wavenet=Vocoder(wavenet, run_dir="tiny"))
+    mel = synth.mel("AB CA")
+    ours = synth.vocode(mel, temperature=0.0)
+    served = VocoderServingModule(wavenet, jit_compile=False).from_mel(
+        log_mel=tf.constant(mel[None]), temperature=tf.constant(0.0), seed=tf.constant(0))["waveform"][0].numpy()
+    assert ours.shape == (len(mel) * FRONTEND.hop_length,)
+    np.testing.assert_allclose(ours, served, atol=1e-5)
+
+
+# -- Durations with the released ASR model -- #
+
+@pytest.mark.slow
+def test_compute_durations_with_ds2_mini_keeps_read_speech_and_drops_wrong_text(tmp_path):
+    from speechkit.asr.inference import load_run
+    from speechkit.data.durations import compute_durations
+    from speechkit.models import resolve_model
+
+    sentences = ["THE WEATHER WAS FINE AND WARM", "SHE OPENED THE DOOR SLOWLY"]
+    lines = []
+    for i, text in enumerate(sentences):
+        wav = tmp_path / f"s{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us+m3", "-w", str(wav), text.lower()], check=True, timeout=60)
+        audio = audio_io.load(str(wav))
+        audio_io.save(str(wav), audio + np.random.default_rng(i).normal(0, 1e-3, audio.shape).astype(np.float32))
+        lines.append({"id": f"s{i}", "audio": wav.name, "duration": len(audio) / 16000, "text": text, "speaker": "1"})
+    lines.append(dict(lines[0], id="wrong", text="COMPLETELY DIFFERENT WORDS ARE HERE INSTEAD"))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    recognizer = load_run(resolve_model("ds2-mini", family="asr"))
+    out = tmp_path / "d.jsonl"
+    report = compute_durations(recognizer, str(manifest), str(out), frontend=FRONTEND, min_confidence=0.2)
+    assert report["kept"] == 2 and report["skipped"] == {"low_confidence": 1}
+    assert json.loads((tmp_path / "d.jsonl.report.json").read_text())["skipped_items"]["items"]["low_confidence"]
+    for item in read_durations(str(out)):
+        frames = int(num_frames(len(audio_io.load(item["audio"])), FRONTEND))
+        assert item["durations"].sum() == frames == item["frames"] and item["confidence"] >= 0.2
+        assert len(item["durations"]) == len(tts_text(item["text"]))
