@@ -399,3 +399,13 @@ def test_compute_durations_with_ds2_mini_keeps_read_speech_and_drops_wrong_text(
         frames = int(num_frames(len(audio_io.load(item["audio"])), FRONTEND))
         assert item["durations"].sum() == frames == item["frames"] and item["confidence"] >= 0.2
         assert len(item["durations"]) == len(tts_text(item["text"]))
+
+
+def test_the_preset_predicts_exactly_the_wavenet_mini_conditioning_features():
+    from speechkit.vocoder.config import VocoderConfig
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tts = TTSConfig.load(os.path.join(repo, "models", "tts-mini.yaml"))
+    assert tts.frontend == VocoderConfig.load(os.path.join(repo, "models", "wavenet-mini.yaml")).frontend
+    with pytest.raises(ConfigError, match="normalize: false"):
+        TTSConfig.from_dict({"frontend": {"kind": "mel", "normalize": True}})

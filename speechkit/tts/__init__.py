@@ -1,1 +1,4 @@
-"""Text to speech: text normalisation, the FastSpeech-style acoustic model, its training, and synthesis."""
+"""Text to speech: presets (``config``), text normalisation and splitting (``text``), the FastSpeech-style
+acoustic model (``model``), training data (``data``), training (``train``), Griffin-Lim mel inversion
+(``griffinlim``), synthesis with Griffin-Lim or a WaveNet (``synthesis``) and evaluation (``evaluate``).
+Character durations come from ``speechkit.data.durations``; the SavedModel from ``speechkit.export.tts``."""
