@@ -161,7 +161,8 @@ class StreamingModel(tf.Module):
         source: str, for error messages.
 
     Attributes:
-        state_spec: dict name -> ``tf.TensorSpec`` (no batch axis): ``samples`` int32 [] (audio received),
+        state_spec: dict name -> ``tf.TensorSpec`` (no batch axis): ``samples`` int32 [] (audio received;
+            one stream holds up to 2^31 - 1 samples, 37 hours at 16 kHz),
             ``audio`` float32 [analysis_window - 1], ``conv_i`` float32 [kernel_t - 1, bins, channels],
             ``gru_i`` float32 [units], ``lookahead`` float32 [tau, units] (when the model has one).
         vocab_size: int.
