@@ -18,8 +18,9 @@ def register(commands, groups):
     p.add_argument("--run", default=None, help="ASR run directory (instead of --model)")
     p.add_argument("--model", default=None, metavar="NAME",
                    help="released ASR model (see 'speechkit models') or its folder; default: the released one")
-    p.add_argument("--config", default="models/tts-mini.yaml",
-                   help="TTS preset whose front end (hop, sample rate) gives the mel frames")
+    p.add_argument("--config", default=None,
+                   help="TTS preset whose front end (hop, sample rate) gives the mel frames; default: the shared "
+                   "log-mel front end of models/tts-mini.yaml")
     p.add_argument("--min-confidence", type=float, default=0.2,
                    help="utterances aligned with a lower confidence (geometric mean posterior of the CTC path) are "
                    "dropped and counted")
@@ -90,7 +91,7 @@ def _durations(args):
     run_dir = model_dir(args, "asr", verb="data durations", use_default=True)
     if run_dir is None:
         return 2
-    frontend = TTSConfig.load(args.config).frontend
+    frontend = (TTSConfig.load(args.config) if args.config else TTSConfig()).frontend
     recognizer = load_run(run_dir, batch_size=args.batch_size)
     report = compute_durations(recognizer, args.manifest, args.out, frontend=frontend,
                                min_confidence=args.min_confidence, batch_size=args.batch_size, limit=args.limit,
