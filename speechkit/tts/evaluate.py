@@ -21,25 +21,18 @@ import os
 
 import librosa
 import numpy as np
-import scipy.fft
-from matplotlib.figure import Figure
 
 from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.frontend import log_mel
 from speechkit.metrics import wer
+from speechkit.spectral import cepstral_distortion_db, mel_cepstra, save_mel_pair
 
-__all__ = ["mel_cepstra", "mcd_dtw", "evaluate_tts"]
+__all__ = ["mcd_dtw", "evaluate_tts"]
 
 logger = logging.getLogger(__name__)
 
 _DB = 10.0 / np.log(10.0)
-
-
-def mel_cepstra(log_mel_frames, *, floor, num_cepstra=24):
-    """Cepstra 1..num_cepstra float64 [frames, num_cepstra] of a log-mel (log power), floored at ``floor``."""
-    amplitude = 0.5 * np.maximum(np.asarray(log_mel_frames, np.float64), floor)
-    return scipy.fft.dct(amplitude, type=2, norm="ortho", axis=1)[:, 1:num_cepstra + 1]
 
 
 def mcd_dtw(reference, estimate, *, num_cepstra=24, dynamic_range_db=80.0):
@@ -52,25 +45,7 @@ def mcd_dtw(reference, estimate, *, num_cepstra=24, dynamic_range_db=80.0):
     ref = mel_cepstra(reference, floor=floor, num_cepstra=num_cepstra)
     est = mel_cepstra(estimate, floor=floor, num_cepstra=num_cepstra)
     _, path = librosa.sequence.dtw(X=ref.T, Y=est.T, metric="euclidean")
-    diff = ref[path[:, 0]] - est[path[:, 1]]
-    return float(np.mean(_DB * np.sqrt(2.0 * np.sum(diff ** 2, axis=1))))
-
-
-def _plot(path, recorded, synthesized, frontend, title):
-    mels = [log_mel(a, config=frontend).numpy().T for a in (recorded, synthesized)]
-    lo, hi = max(min(m.min() for m in mels), max(m.max() for m in mels) - 18.0), max(m.max() for m in mels)
-    fig = Figure(figsize=(10, 5))
-    axes = fig.subplots(2, 1)
-    for ax, mel, name in zip(axes, mels, ("recorded", "synthesised")):
-        im = ax.imshow(mel, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
-                       extent=[0, mel.shape[1] * frontend.hop_ms / 1000, 0, mel.shape[0]])
-        ax.set_ylabel(f"{name}\nmel band")
-    axes[-1].set_xlabel("time (s)")
-    fig.suptitle(title)
-    fig.colorbar(im, ax=axes, label="log mel power")
-    tmp = f"{path[:-4]}.tmp.{os.getpid()}.png"
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
+    return float(np.mean(cepstral_distortion_db(ref[path[:, 0]], est[path[:, 1]])))
 
 
 def evaluate_tts(synthesizer, utterances, *, out_dir, recognizer=None, plots=4, command=None):
@@ -111,7 +86,8 @@ def evaluate_tts(synthesizer, utterances, *, out_dir, recognizer=None, plots=4, 
                "mcd_dtw_audio_db": round(mcd_dtw(reference, log_mel(result["audio"], config=frontend).numpy()), 3)}
         if i < plots:
             row["png"] = os.path.join("png", f"{utt.id}.png")
-            _plot(os.path.join(out_dir, row["png"]), original, result["audio"], frontend, f"{utt.id}: {utt.text}")
+            save_mel_pair(os.path.join(out_dir, row["png"]), (original, result["audio"]), ("recorded", "synthesised"),
+                          frontend=frontend, title=f"{utt.id}: {utt.text}")
         rows.append(row)
         recorded.append(original)
         synthesized.append(result["audio"])

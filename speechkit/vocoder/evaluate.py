@@ -30,15 +30,14 @@ import os
 import time
 
 import numpy as np
-import scipy.fft
-from matplotlib.figure import Figure
 
 from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import SkipReport
 from speechkit.errors import AudioError, SpeechkitError
-from speechkit.frontend import log_mel, mel_filterbank, mu_law_decode, mu_law_encode, power_spectrogram
+from speechkit.frontend import mel_filterbank, mu_law_decode, mu_law_encode, power_spectrogram
 from speechkit.metrics import wer
+from speechkit.spectral import cepstral_distortion_db, mel_cepstra, save_mel_pair
 
 __all__ = ["log_spectral_distance", "mel_cepstral_distortion", "evaluate_vocoder"]
 
@@ -87,8 +86,8 @@ def log_spectral_distance(reference, estimate, *, frontend, dynamic_range_db=80.
 
 
 def _mel_cepstra(power, filterbank, peak, dynamic_range_db, num_cepstra):
-    log_amplitude = 0.5 * np.log(_floored(power @ filterbank, peak, dynamic_range_db))
-    return scipy.fft.dct(log_amplitude, type=2, norm="ortho", axis=-1)[..., 1:num_cepstra + 1]
+    return mel_cepstra(np.log(power @ filterbank + 1e-30), floor=np.log(peak) - dynamic_range_db / _DB,
+                       num_cepstra=num_cepstra)
 
 
 def mel_cepstral_distortion(reference, estimate, *, frontend, num_cepstra=24, dynamic_range_db=80.0, active_db=40.0):
@@ -114,25 +113,7 @@ def mel_cepstral_distortion(reference, estimate, *, frontend, num_cepstra=24, dy
     peak = (p_ref @ fb).max()
     c_ref = _mel_cepstra(p_ref, fb, peak, dynamic_range_db, num_cepstra)
     c_est = _mel_cepstra(p_est, fb, peak, dynamic_range_db, num_cepstra)
-    distortion = _DB * np.sqrt(2.0 * np.sum((c_ref - c_est) ** 2, axis=-1))
-    return float(np.mean(distortion[_active(p_ref, active_db)]))
-
-
-def _plot(path, reference, vocoded, frontend, title):
-    mels = [log_mel(a, config=frontend).numpy().T for a in (reference, vocoded)]
-    lo, hi = max(min(m.min() for m in mels), max(m.max() for m in mels) - 18.0), max(m.max() for m in mels)
-    fig = Figure(figsize=(10, 5))
-    axes = fig.subplots(2, 1, sharex=True)
-    for ax, mel, name in zip(axes, mels, ("original", "vocoded")):
-        im = ax.imshow(mel, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
-                       extent=[0, mel.shape[1] * frontend.hop_ms / 1000, 0, mel.shape[0]])
-        ax.set_ylabel(f"{name}\nmel band")
-    axes[-1].set_xlabel("time (s)")
-    fig.suptitle(title)
-    fig.colorbar(im, ax=axes, label="log mel power")
-    tmp = f"{path[:-4]}.tmp.{os.getpid()}.png"
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
+    return float(np.mean(cepstral_distortion_db(c_ref, c_est)[_active(p_ref, active_db)]))
 
 
 def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperature=1.0, seed=0, speaker=None,
@@ -188,8 +169,8 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
         audio_io.save(os.path.join(out_dir, "wav", f"{safe}_vocoded.wav"), voc, sample_rate=rate)
         if i < plots:
             row["png"] = f"png/{safe}.png"
-            _plot(os.path.join(out_dir, row["png"]), ref, voc, frontend,
-                  f"{utt.id}: LSD {row['lsd_db']:.2f} dB, MCD {row['mcd_db']:.2f} dB")
+            save_mel_pair(os.path.join(out_dir, row["png"]), (ref, voc), ("original", "vocoded"), frontend=frontend,
+                          title=f"{utt.id}: LSD {row['lsd_db']:.2f} dB, MCD {row['mcd_db']:.2f} dB")
         rows.append(row)
     total_seconds = sum(r["seconds"] for r in rows)
     summary = {
