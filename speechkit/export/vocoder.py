@@ -27,6 +27,7 @@ from speechkit.vocoder.wavenet import conditioning_mel, silence_class
 
 __all__ = [
     "WAVEFORM_SIGNATURE",
+    "PARALLEL",
     "VocoderServingModule",
     "export_vocoder",
     "ExportedVocoder",
@@ -36,6 +37,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WAVEFORM_SIGNATURE = "vocode_waveform"
+
+PARALLEL = 2
+"""Rows of a batch the exported loop generates at the same time: the cores of the target CPU."""
 
 
 def _row_noise(seed, batch, samples):
@@ -66,15 +70,17 @@ class VocoderServingModule(tf.Module):
     Args:
         model: a built, mel-conditioned WaveNet.
         jit_compile: bool, XLA-compile the generation loop (as ``Vocoder`` does by default).
+        parallel: int >= 0, rows of a batch generated at the same time, each by its own one-row
+            loop (``TFGenerator``); 0 runs the whole batch as one loop.
     """
 
-    def __init__(self, model, *, jit_compile=True):
+    def __init__(self, model, *, jit_compile=True, parallel=PARALLEL):
         super().__init__(name="speechkit_vocoder")
         if model.upsampler is None:
             raise ConfigError("only a mel-conditioned WaveNet can be exported as a vocoder; an unconditional model "
                               "has nothing to vocode")
         self.model = model
-        self._generator = TFGenerator(model, jit_compile=jit_compile)
+        self._generator = TFGenerator(model, jit_compile=jit_compile, parallel=parallel)
         self.has_speakers = model.speaker_embedding is not None
         common = [tf.TensorSpec([], tf.float32, name="temperature"), tf.TensorSpec([], tf.int32, name="seed")]
         speaker = [tf.TensorSpec([None], tf.int32, name="speaker")] if self.has_speakers else []
@@ -125,7 +131,7 @@ class VocoderServingModule(tf.Module):
         return {"waveform": self._generate(cond, samples, speaker, temperature, seed) * mask}
 
 
-def export_vocoder(run_dir, out_dir, *, jit_compile=True):
+def export_vocoder(run_dir, out_dir, *, jit_compile=True, parallel=PARALLEL):
     """Export a vocoder run as a SavedModel with ``serving_default`` and ``vocode_waveform``.
 
     The run is read through ``RunDir`` (``load_vocoder``). The export directory is self-contained
@@ -136,13 +142,14 @@ def export_vocoder(run_dir, out_dir, *, jit_compile=True):
         run_dir: str or RunDir, a directory written by vocoder training.
         out_dir: str, the export directory (replaced atomically if it exists).
         jit_compile: bool, XLA-compile the generation loop in the SavedModel.
+        parallel: int >= 0, rows of a batch generated at the same time (``VocoderServingModule``).
 
     Returns:
         dict, the content of ``export.json``.
     """
     started = time.perf_counter()
     vocoder = load_vocoder(run_dir)
-    module = VocoderServingModule(vocoder.model, jit_compile=jit_compile)
+    module = VocoderServingModule(vocoder.model, jit_compile=jit_compile, parallel=parallel)
     model = vocoder.model
     info = {
         "kind": "vocoder",
@@ -163,6 +170,7 @@ def export_vocoder(run_dir, out_dir, *, jit_compile=True):
         "num_speakers": model.config.num_speakers,
         "parameters": int(model.count_params()),
         "jit_compile": bool(jit_compile),
+        "parallel": int(parallel),
         "tensorflow": tf.__version__,
     }
 

@@ -16,6 +16,7 @@ import math
 import numba
 import numpy as np
 
+from speechkit.errors import ConfigError
 from speechkit.frontend import mu_law_decode
 
 __all__ = ["FastWaveNet"]
@@ -23,6 +24,7 @@ __all__ = ["FastWaveNet"]
 logger = logging.getLogger(__name__)
 
 _SCALE = np.float32(math.sqrt(0.5))
+_BLOCK = 32  # steps per conditioning projection: the block's projections stay in L2 beside the weights
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
@@ -45,8 +47,46 @@ def _tanh(x):
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b, out_w, out_b, has_res, skip_ch,
-            proj, w1, b1, w2, b2, noise, temperature, forced, use_forced, record, logits_out, out):
+def _matmul_add(z, x, w):
+    """``z[b] += x[b] @ w`` for every row: z float32 [rows, N], x [rows, K], w [K, N].
+
+    Four weight rows per pass over the rows: each store of ``z`` carries four multiply-adds, and
+    the four weight rows, read once per call, stay in L1 for every row of the group. (Blocking
+    over rows too would need more pointer-overlap checks than LLVM allows before it gives up
+    vectorising the inner loop.)
+    """
+    rows, n = z.shape
+    k = w.shape[0]
+    r = 0
+    while r + 4 <= k:
+        w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
+        for b in range(rows):
+            zb = z[b]
+            xb = x[b]
+            a0, a1, a2, a3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
+            for c in range(n):
+                zb[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c]
+        r += 4
+    while r < k:
+        w0 = w[r]
+        for b in range(rows):
+            zb = z[b]
+            a0 = x[b, r]
+            for c in range(n):
+                zb[c] += a0 * w0[c]
+        r += 1
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b, proj, out_w, out_b, has_res, skip_ch,
+            w1, b1, w2, b2, noise, temperature, forced, use_forced, record, logits_out, out):
+    """``n`` cached steps for the rows of ``x_first`` on one thread; returns the last classes.
+
+    Every product runs over the rows inside the loop over a weight row, so a weight row is read
+    once per step for all rows (a matrix-matrix product) and a row's arithmetic does not depend
+    on the other rows: any grouping of a batch gives the same bits. ``proj`` [rows, >= n, layers * 2G]
+    holds every layer's conditioning term at every step (``_project``).
+    """
     batch = x_first.shape[0]
     layers, k, res, g2 = conv_w.shape
     g = g2 // 2
@@ -55,13 +95,12 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
     width = out_w.shape[2]
     h = np.empty((batch, res), np.float32)
     z = np.empty((batch, g2), np.float32)
+    a = np.empty((batch, g), np.float32)
     o = np.empty((batch, width), np.float32)
     skip = np.empty((batch, skip_ch), np.float32)
     u = np.empty((batch, hid), np.float32)
     logits = np.empty((batch, classes), np.float32)
-    a = np.empty(g, np.float32)
     cdf = np.empty(classes, np.float32)
-    per_sample = proj.shape[1] > 1
     x_prev = x_first.copy()
     one = np.float32(1.0)
     half = np.float32(0.5)
@@ -69,7 +108,6 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
     scale = np.float32(_SCALE)
     for i in range(n):
         t = t0 + i
-        pi = i if per_sample else 0
         for b in range(batch):
             cls = forced[b, i] if use_forced else x_prev[b]
             hb = h[b]
@@ -89,44 +127,35 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
             wcur = wl[k - 1]
             ol = out_w[l]
             ob = out_b[l]
-            ow = width if has_res[l] else skip_ch
-            wslot = off + t % size
             for b in range(batch):
                 zb = z[b]
-                hb = h[b]
-                pb = proj[b, pi]
+                pb = proj[b, i]
                 for c in range(g2):
                     zb[c] = cb[c] + pb[base + c]
+            _matmul_add(z, h, wcur)
+            for j in range(1, k):
+                _matmul_add(z, buffer[off + (t - j * d) % size], wl[k - 1 - j])
+            slot = buffer[off + t % size]
+            for b in range(batch):
+                sl = slot[b]
+                hb = h[b]
                 for r in range(res):
-                    hv = hb[r]
-                    wr = wcur[r]
-                    for c in range(g2):
-                        zb[c] += hv * wr[c]
-                for j in range(1, k):
-                    past = buffer[off + (t - j * d) % size, b]
-                    wj = wl[k - 1 - j]
-                    for r in range(res):
-                        hv = past[r]
-                        wr = wj[r]
-                        for c in range(g2):
-                            zb[c] += hv * wr[c]
-                slot = buffer[wslot, b]
-                for r in range(res):
-                    slot[r] = hb[r]
+                    sl[r] = hb[r]
+                zb = z[b]
+                ab = a[b]
                 for c in range(g):
-                    a[c] = _tanh(zb[c]) * (half + half * _tanh(half * zb[g + c]))
+                    ab[c] = _tanh(zb[c]) * (half + half * _tanh(half * zb[g + c]))
                 obb = o[b]
-                for e in range(ow):
+                for e in range(width):
                     obb[e] = ob[e]
-                for c in range(g):
-                    av = a[c]
-                    oc = ol[c]
-                    for e in range(ow):
-                        obb[e] += av * oc[e]
+            _matmul_add(o, a, ol)
+            for b in range(batch):
                 sb = skip[b]
+                obb = o[b]
                 for c in range(skip_ch):
                     sb[c] += obb[c]
                 if has_res[l]:
+                    hb = h[b]
                     for r in range(res):
                         hb[r] = (hb[r] + obb[skip_ch + r]) * scale
         for b in range(batch):
@@ -134,19 +163,19 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
             for c in range(hid):
                 ub[c] = b1[c]
             sb = skip[b]
-            for s in range(skip_ch):
-                sv = max(sb[s], zero)
-                ws = w1[s]
-                for c in range(hid):
-                    ub[c] += sv * ws[c]
+            for c in range(skip_ch):
+                sb[c] = max(sb[c], zero)
+        _matmul_add(u, skip, w1)
+        for b in range(batch):
             lb = logits[b]
             for c in range(classes):
                 lb[c] = b2[c]
-            for s in range(hid):
-                uv = max(ub[s], zero)
-                ws = w2[s]
-                for c in range(classes):
-                    lb[c] += uv * ws[c]
+            ub = u[b]
+            for c in range(hid):
+                ub[c] = max(ub[c], zero)
+        _matmul_add(logits, u, w2)
+        for b in range(batch):
+            lb = logits[b]
             best = 0
             top = lb[0]
             for c in range(1, classes):
@@ -173,17 +202,71 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
     return x_prev
 
 
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _project(cond, i0, m, cond_w, bias, proj):
+    """``proj[b, t] = bias[b] + cond[b, i0 + t] @ cond_w`` for ``t < m``: every layer's local and
+    global conditioning term for a block of steps (as fast as numpy's BLAS here)."""
+    rows, _, width = proj.shape
+    for b in range(rows):
+        for t in range(m):
+            pr = proj[b, t]
+            bb = bias[b]
+            for c in range(width):
+                pr[c] = bb[c]
+            for q in range(cond.shape[2]):
+                hv = cond[b, i0 + t, q]
+                wq = cond_w[q]
+                for c in range(width):
+                    pr[c] += hv * wq[c]
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True)
+def _kernel_groups(n, block, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b, cond, cond_w, bias,
+                   out_w, out_b, has_res, skip_ch, w1, b1, w2, b2, noise, temperature, forced, use_forced, record,
+                   logits_out, out):
+    """``_kernel`` on groups of rows, one group per thread, ``block`` steps at a time after their
+    ``_project``. Every argument with rows carries a leading group axis (``buffer`` [groups,
+    buffer_total, rows, R], ``cond`` [groups, rows, n, C], ``out`` [groups, rows, n], ...)."""
+    groups, rows = x_first.shape
+    x_last = np.empty_like(x_first)
+    for gi in numba.prange(groups):
+        proj = np.empty((rows, block, cond_w.shape[1]), np.float32)
+        x = x_first[gi].copy()
+        for i0 in range(0, n, block):
+            m = min(block, n - i0)
+            _project(cond[gi], i0, m, cond_w, bias[gi], proj)
+            x = _kernel(m, x, buffer[gi], t0 + i0, offsets, sizes, dils, table, conv_w, conv_b, proj, out_w, out_b,
+                        has_res, skip_ch, w1, b1, w2, b2, noise[gi, :, i0:i0 + m], temperature,
+                        forced[gi, :, i0:i0 + m] if use_forced else forced[gi], use_forced, record,
+                        logits_out[gi, :, i0:i0 + m] if record else logits_out[gi], out[gi, :, i0:i0 + m])
+        x_last[gi] = x
+    return x_last
+
+
 class FastWaveNet:
     """Numba twin of a ``WaveNet``'s cached generation, sharing its weights (copied on construction).
+
+    A batch is split into ``threads`` groups of rows, one group per thread (numba ``prange``);
+    within a group every product is matrix-matrix (a weight row is read once per step for all
+    rows of the group). Rows never interact, so the samples do not depend on the grouping.
 
     Args:
         model: a built ``speechkit.vocoder.wavenet.WaveNet``. Re-create the twin after the model's
             weights change.
-        chunk_frames: int > 0, conditioning frames whose per-layer projection is computed in one
-            BLAS product (bounded memory, BLAS speed).
+        threads: int > 0 or None, the most threads a batch uses (None: numba's thread count, the
+            number of cores unless ``NUMBA_NUM_THREADS`` says otherwise).
+
+    Raises:
+        ConfigError: ``threads`` is not a positive int or exceeds numba's thread count.
     """
 
-    def __init__(self, model, *, chunk_frames=4):
+    def __init__(self, model, *, threads=None):
+        available = numba.config.NUMBA_NUM_THREADS
+        threads = available if threads is None else threads
+        if not isinstance(threads, int) or not 1 <= threads <= available:
+            raise ConfigError(f"threads must be an int in [1, {available}] (numba's thread count), "
+                              f"received: {threads!r}")
+        self.threads = threads
         cfg = model.config
         self.model = model
         self.config = cfg
@@ -215,28 +298,28 @@ class FastWaveNet:
             self.cond_w = np.ascontiguousarray(np.concatenate([l.cond_kernel.numpy() for l in layers], axis=1),
                                                np.float32)
         else:
-            self.cond_w = np.zeros((1, len(layers) * g2), np.float32)
+            self.cond_w = np.zeros((0, len(layers) * g2), np.float32)
         self.speaker_w = (np.concatenate([l.speaker_kernel.numpy() for l in layers], axis=1)
                           if model.speaker_embedding is not None else None)
         self.w1 = np.ascontiguousarray(model.head_hidden.kernel.numpy(), np.float32)
         self.b1 = np.ascontiguousarray(model.head_hidden.bias.numpy(), np.float32)
         self.w2 = np.ascontiguousarray(model.head_out.kernel.numpy(), np.float32)
         self.b2 = np.ascontiguousarray(model.head_out.bias.numpy(), np.float32)
-        self.chunk = chunk_frames * cfg.hop_length
 
     def _global_bias(self, batch, speaker_vector):
+        """float32 [batch, layers * 2G]: every layer's speaker term (zeros without speakers)."""
         width = self.num_layers * 2 * self.config.gate_channels
         if speaker_vector is None or self.speaker_w is None:
-            return np.zeros((batch, 1, width), np.float32)
-        return (np.asarray(speaker_vector, np.float32) @ self.speaker_w)[:, None, :].astype(np.float32)
+            return np.zeros((batch, width), np.float32)
+        return (np.asarray(speaker_vector, np.float32) @ self.speaker_w).astype(np.float32)
 
     def run(self, x_first, state, num_samples, *, noise, temperature=1.0, cond=None, speaker_vector=None,
             forced=None, return_logits=False):
         """Generate ``num_samples`` samples from ``state``.
 
-        The conditioning of every layer is projected with one BLAS product per block of
-        ``chunk_frames`` frames (numpy's BLAS; numba's ``np.dot`` goes through scipy's, which
-        oversubscribes threads here), then the fused kernel runs the block sample by sample.
+        The rows are split into ``threads`` groups and each group runs on its own thread, 32 steps
+        at a time: the block's conditioning projection for every layer (one matrix-matrix product),
+        then the fused kernel sample by sample.
 
         Args:
             x_first: int [batch], mu-law class of the sample before the first one to generate.
@@ -272,25 +355,33 @@ class FastWaveNet:
         if use_forced:
             forced = np.asarray(forced, np.int64).reshape(batch, num_samples)
         bias = self._global_bias(batch, speaker_vector)
-        out = np.zeros((batch, num_samples), np.int32)
-        logits = np.zeros((batch, num_samples, self.config.num_classes), np.float32) if return_logits else None
-        dummy_logits = np.zeros((1, 1, 1), np.float32)
-        dummy_forced = np.zeros((batch, 1), np.int64)
-        step = self.chunk if cond is not None else max(num_samples, 1)
-        for i0 in range(0, num_samples, step):
-            i1 = min(i0 + step, num_samples)
-            proj = bias if cond is None else np.ascontiguousarray(cond[:, i0:i1] @ self.cond_w + bias)
-            part_out = np.zeros((batch, i1 - i0), np.int32)
-            part_logits = np.zeros((batch, i1 - i0, self.config.num_classes), np.float32) if return_logits \
-                else dummy_logits
-            x_prev = _kernel(i1 - i0, x_prev, buffer, t0 + i0, self.offsets, self.sizes, self.dils, self.table,
-                             self.conv_w, self.conv_b, self.out_w, self.out_b, self.has_res,
-                             self.config.skip_channels, proj, self.w1, self.b1, self.w2, self.b2,
-                             np.ascontiguousarray(noise[:, i0:i1]), float(temperature),
-                             np.ascontiguousarray(forced[:, i0:i1]) if use_forced else dummy_forced, use_forced,
-                             return_logits, part_logits, part_out)
-            out[:, i0:i1] = part_out
-            if return_logits:
-                logits[:, i0:i1] = part_logits
+        groups = min(self.threads, batch)
+        per = -(-batch // groups)
+
+        def grouped(array, axis=0):
+            """Rows (padded to groups * per) to a leading group axis, contiguous per group."""
+            array = np.asarray(array)
+            pad = [(0, 0)] * array.ndim
+            pad[axis] = (0, groups * per - batch)
+            array = np.pad(array, pad)
+            shape = array.shape[:axis] + (groups, per) + array.shape[axis + 1:]
+            return np.ascontiguousarray(np.moveaxis(array.reshape(shape), axis, 0))
+
+        classes = self.config.num_classes
+        cond = np.zeros((batch, num_samples, 0), np.float32) if cond is None else cond[:, :num_samples]
+        buffer_g = grouped(buffer, axis=1)
+        out = np.zeros((groups, per, num_samples), np.int32)
+        logits = (np.zeros((groups, per, num_samples, classes), np.float32) if return_logits
+                  else np.zeros((groups, 1, 1, 1), np.float32))
+        _kernel_groups(num_samples, _BLOCK, grouped(x_prev), buffer_g, t0, self.offsets, self.sizes, self.dils, self.table,
+                       self.conv_w, self.conv_b, grouped(cond), self.cond_w, grouped(bias), self.out_w, self.out_b,
+                       self.has_res, self.config.skip_channels, self.w1, self.b1, self.w2, self.b2, grouped(noise),
+                       float(temperature), grouped(forced if use_forced else np.zeros((batch, 1), np.int64)),
+                       use_forced, return_logits, logits, out)
+        out = out.reshape(groups * per, num_samples)[:batch]
+        if return_logits:
+            logits = logits.reshape(groups * per, num_samples, classes)[:batch]
+        buffer = np.moveaxis(buffer_g, 0, 1).reshape(buffer.shape[0], groups * per, -1)
+        buffer = np.ascontiguousarray(buffer[:, :batch])
         new_state = {"buffer": buffer, "time": t0 + num_samples}
         return (out, new_state, logits) if return_logits else (out, new_state)
