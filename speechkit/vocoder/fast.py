@@ -374,10 +374,11 @@ class FastWaveNet:
         logits = (np.zeros((groups, per, num_samples, classes), np.float32) if return_logits
                   else np.zeros((groups, 1, 1, 1), np.float32))
         _kernel_groups(num_samples, _BLOCK, grouped(x_prev), buffer_g, t0, self.offsets, self.sizes, self.dils,
-                       self.table, self.conv_w, self.conv_b, grouped(cond), self.cond_w, grouped(bias), self.out_w, self.out_b,
-                       self.has_res, self.config.skip_channels, self.w1, self.b1, self.w2, self.b2, grouped(noise),
-                       float(temperature), grouped(forced if use_forced else np.zeros((batch, 1), np.int64)),
-                       use_forced, return_logits, logits, out)
+                       self.table, self.conv_w, self.conv_b, grouped(cond), self.cond_w, grouped(bias), self.out_w,
+                       self.out_b, self.has_res, self.config.skip_channels, self.w1, self.b1, self.w2, self.b2,
+                       grouped(noise), float(temperature),
+                       grouped(forced if use_forced else np.zeros((batch, 1), np.int64)), use_forced, return_logits,
+                       logits, out)
         out = out.reshape(groups * per, num_samples)[:batch]
         if return_logits:
             logits = logits.reshape(groups * per, num_samples, classes)[:batch]
