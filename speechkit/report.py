@@ -106,7 +106,7 @@ def collect(exp_dir):
     """Gather every figure the report shows into one dict (also written as ``report.json``)."""
     eval_sets = _eval_sets(os.path.join(exp_dir, "eval"))
     released = _eval_sets(os.path.join(exp_dir, "eval_released"))
-    asr, vocoder = _run(exp_dir, "asr"), _run(exp_dir, "vocoder")
+    asr, vocoder, tts = _run(exp_dir, "asr"), _run(exp_dir, "vocoder"), _run(exp_dir, "tts")
     decode = _from_run(asr, RunDir.DECODE, asr.decode_config) if asr else None
     vocoder_model, vocoder_frontend = _vocoder_description(vocoder)
     return {
@@ -123,6 +123,8 @@ def collect(exp_dir):
         "vocoder_eval": _read_json(os.path.join(exp_dir, "vocoder_eval", "report.json")),
         "vocoder_model": vocoder_model,
         "vocoder_frontend": vocoder_frontend,
+        "tts_training": _from_run(tts, RunDir.SUMMARY, tts.summary) if tts else None,
+        "tts_eval": _read_json(os.path.join(exp_dir, "tts_eval", "report.json")),
         "exports": {name: os.path.abspath(os.path.join(exp_dir, "export", name))
                     for name in ("asr", "vocoder") if os.path.isdir(os.path.join(exp_dir, "export", name))},
     }
@@ -238,6 +240,29 @@ def _released_lines(reports, released, card):
     return lines + [""]
 
 
+def _tts_lines(training, evaluation, rows=4):
+    """The text-to-speech section: training, the intelligibility pair, MCD-DTW, RTF, and listening examples."""
+    lines = ["## Text to speech (tts-mini)", ""]
+    if training:
+        lines += [f"Training: {training.get('step')} steps ({_num(training, 'epochs_done'):.1f} epochs), stopped by "
+                  f"{str(training.get('stopped')).replace('_', ' ')}; durations from CTC forced alignment.", ""]
+    if not evaluation:
+        return lines + ["No TTS evaluation yet (stage 10 has not run).", ""]
+    s = evaluation["summary"]
+    lines += [f"{s['utterances']} held-out sentences, {s['seconds_synthesized']:.1f} s synthesised with "
+              f"{s['vocoder']} (RTF {s['rtf']:.2f}); MCD-DTW against the recordings {s['mcd_dtw_mel_db']:.2f} dB "
+              "(predicted mel).", ""]
+    if "wer_synthesized" in s:
+        lines += [f"Intelligibility (ASR greedy WER of `{os.path.basename(str(s['asr_run']))}`): recordings "
+                  f"{_pct(s['wer_recorded'])}, synthesised {_pct(s['wer_synthesized'])}.", ""]
+    for row in evaluation["utterances"][:rows]:
+        lines.append(f"- `{row['id']}` \"{row['text']}\": [synthesised](tts_eval/{row['wav']})"
+                     + (f"; ASR heard \"{row['asr_synthesized']}\"" if "asr_synthesized" in row else ""))
+        if row.get("png"):
+            lines += ["", f"![{row['id']}](tts_eval/{row['png']})", ""]
+    return lines + [""]
+
+
 def _markdown(data, exp_dir, curves_png):
     lines = [f"# speechkit experiment report: `{os.path.basename(os.path.abspath(exp_dir))}`", "",
              f"Written {data['date']} at revision `{data['revision']}` on a {os.cpu_count()}-core CPU machine.", ""]
@@ -320,6 +345,7 @@ def _markdown(data, exp_dir, curves_png):
             if "png" in row:
                 lines += ["", f"![{row['id']}](vocoder_eval/{row['png']})", ""]
         lines.append("")
+    lines += _tts_lines(data.get("tts_training"), data.get("tts_eval"))
     lines += ["## Exported models", ""]
     if data["exports"]:
         lines += [f"- {name}: `{path}`" for name, path in data["exports"].items()]

@@ -34,7 +34,7 @@ def mini_fast(tmp_path_factory):
 
 def test_mini_recipe_fast_writes_the_report(mini_fast):
     data, exp, proc = mini_fast
-    for stage in range(1, 11):
+    for stage in range(1, 12):
         assert f"Stage {stage}:" in proc.stdout + proc.stderr
     test_ids = sorted(json.loads(line)["id"] for line in (data / "test.jsonl").read_text().splitlines())
     for decoder in ("greedy", "beam", "beam_lm"):
@@ -61,6 +61,9 @@ def test_mini_recipe_fast_writes_the_report(mini_fast):
     md = (exp / "report.md").read_text()
     assert "| beam + LM |" in md and "receptive field" in md and "Round trip" in md
     assert "Next to the released model `ds2-mini`" in md
+    tts = json.loads((exp / "tts_eval" / "report.json").read_text())["summary"]
+    assert tts["utterances"] == 3 and "wer_synthesized" in tts and (exp / "tts" / "DONE").is_file()
+    assert "## Text to speech (tts-mini)" in md and "tts_eval/wav/" in md
     assert "export/asr" in md and "training_curves.png" in md
     html = (exp / "report.html").read_text()
     assert "data:image/png;base64," in html
@@ -112,7 +115,7 @@ def test_release_recipe_fast_packs_and_saves_a_campaign_that_the_next_call_conti
     assert f"resuming {exp / 'asr'} at step {state['step']}" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("recipe", ["mini", "music", "release"])
+@pytest.mark.parametrize("recipe", ["mini", "music", "release", "librispeech"])
 def test_recipes_share_their_options(recipe):
     """--help prints the whole header comment, up to its last line; an unknown option is refused, naming it."""
     script = os.path.join(REPO, "recipes", recipe, "run.sh")

@@ -94,3 +94,24 @@ def test_report_puts_the_released_model_next_to_the_run(tmp_path):
     for path in (no_release / "eval_released").rglob("report.json"):
         path.unlink()
     assert "released model" not in write_report_text(no_release)
+
+
+def test_report_shows_the_tts_evaluation(tmp_path):
+    exp, _ = _exp(tmp_path)
+    tts = RunDir(exp / "tts", create=True)
+    tts.mark_done({"step": 120, "epochs_done": 3.0, "stopped": "time_budget"})
+    (exp / "tts_eval").mkdir()
+    (exp / "tts_eval" / "report.json").write_text(json.dumps({
+        "summary": {"utterances": 2, "vocoder": "griffinlim", "seconds_synthesized": 5.5, "rtf": 0.4,
+                    "mcd_dtw_mel_db": 23.1, "asr_run": "/x/models/ds2-mini", "wer_recorded": 0.2,
+                    "wer_synthesized": 0.31},
+        "utterances": [{"id": "u1", "text": "HELLO THERE", "wav": "wav/u1.wav", "png": "png/u1.png",
+                        "asr_synthesized": "HELLO THERE"},
+                       {"id": "u2", "text": "GOOD DAY", "wav": "wav/u2.wav", "asr_synthesized": "GOOD DA"}]}))
+    text = write_report_text(exp)
+    assert "Training: 120 steps (3.0 epochs), stopped by time budget" in text
+    assert "recordings 20.00%, synthesised 31.00%" in text and "(RTF 0.40)" in text
+    assert "[synthesised](tts_eval/wav/u2.wav); ASR heard \"GOOD DA\"" in text
+    assert "![u1](tts_eval/png/u1.png)" in text
+    (tmp_path / "plain").mkdir()
+    assert "No TTS evaluation yet" in write_report_text(tmp_path / "plain")

@@ -6,6 +6,10 @@
 #   asr_config asr_budget asr_args  ASR preset, training time budget in minutes, extra `train asr` flags (array)
 #   tune_args                       extra `speechkit lm tune` flags (array)
 #   vocoder_config vocoder_train vocoder_budget vocode_limit
+#   tts_data tts_synth_args tts_config tts_budget tts_eval_limit
+#                                   optional text to speech (stage 10): a single-speaker corpus in $tts_data, its
+#                                   durations from the released ASR model (CTC forced alignment), a TTS model trained
+#                                   for at most $tts_budget min into $exp/tts, evaluated into $exp/tts_eval
 #   release_asr                     optional released ASR model (a name or folder): stage 6 evaluates it next
 #                                   to the run ($exp/eval_released, side by side in the report), and it
 #                                   recognises stage 8's round trip, so the vocoder is judged by a model that works
@@ -13,8 +17,10 @@
 log() { printf '%s (%s:%s) %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S)" "$(basename "${BASH_SOURCE[1]}")" "${BASH_LINENO[0]}" "$*"; }
 stage_enabled() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
+# print_recipe_help: the recipe's header comment (its usage), without the comment marks.
+print_recipe_help() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+
 # parse_recipe_options "$@": the options every corpus recipe takes; sets stage, stop_stage, exp, data and seed.
-# --help prints the recipe's header comment.
 parse_recipe_options() {
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -23,7 +29,7 @@ parse_recipe_options() {
       --exp) exp=$2; shift 2 ;;
       --data) data=$2; shift 2 ;;
       --seed) seed=$2; shift 2 ;;
-      -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+      -h|--help) print_recipe_help; exit 0 ;;
       *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
   done
@@ -75,8 +81,19 @@ run_model_stages() {
     [ -s "$exp/export/vocoder/saved_model.pb" ] || speechkit export vocoder "$exp/vocoder" --out "$exp/export/vocoder"
     speechkit export check "$exp/export" --manifest "$first_test" --asr-run "$exp/asr" --vocoder-run "$exp/vocoder"
   fi
-  if stage_enabled 10; then
-    log "Stage 10: write the report: $exp -> $exp/report.md, $exp/report.html"
+  if stage_enabled 10 && [ -n "${tts_data:-}" ]; then
+    local aligner=${release:-$exp/asr}
+    log "Stage 10: text to speech: single-speaker corpus, durations by $aligner, $(basename "$tts_config" .yaml) for at most $tts_budget min: $tts_data -> $exp/tts, $exp/tts_eval"
+    speechkit data synth-mini --out "$tts_data" --single-speaker "${tts_synth_args[@]}"
+    [ -s "$tts_data/train.durations.jsonl" ] || speechkit data durations "$tts_data/train.jsonl" --model "$aligner" \
+      --config "$tts_config" --out "$tts_data/train.durations.jsonl"
+    [ -f "$exp/tts/DONE" ] || speechkit train tts --config "$tts_config" --train "$tts_data/train.jsonl" \
+      --durations "$tts_data/train.durations.jsonl" --out "$exp/tts" --time-budget "$tts_budget" --quiet
+    [ -s "$exp/tts_eval/report.json" ] || speechkit eval-tts --run "$exp/tts" --manifest "$tts_data/test.jsonl" \
+      --out "$exp/tts_eval" --asr "$aligner" --limit "$tts_eval_limit"
+  fi
+  if stage_enabled 11; then
+    log "Stage 11: write the report: $exp -> $exp/report.md, $exp/report.html"
     speechkit report "$exp"
   fi
 }

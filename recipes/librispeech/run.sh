@@ -8,7 +8,8 @@
 #   test-other (missing training splits are skipped). The LM comes from --lm-text when given (the
 #   LibriSpeech LM corpus), otherwise from the training transcripts.
 #   Stages: 1 manifests, 2 LM text and vocoder subset, 3 LM, 4 ASR training, 5 alpha/beta tuning,
-#           6 ASR eval, 7 vocoder training, 8 vocoder eval + round trip, 9 export, 10 report.
+#           6 ASR eval, 7 vocoder training, 8 vocoder eval + round trip, 9 export, 11 report (10, text to
+#           speech, is the mini recipe's: it needs a single-speaker corpus).
 #   --strategy multi-worker: run stages 1-3 on one host, then `--stage 4 --stop-stage 4` on every host at once
 #   (TF_CONFIG set, the same --exp on shared storage; the workers agree on when --asr-budget is spent), then
 #   `--stage 5` on one host.
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common/stages.sh
 
-stage=1; stop_stage=10; exp=exp/librispeech; librispeech=""; lm_text_in=""; strategy=default
+stage=1; stop_stage=11; exp=exp/librispeech; librispeech=""; lm_text_in=""; strategy=default
 asr_config=models/ds2-librispeech.yaml; asr_budget=100000; vocoder_budget=600; vocoder_speakers=""
 vocoder_config=models/wavenet-mel.yaml; vocode_limit=10; lm_order=4; tune_args=()
 while [ $# -gt 0 ]; do
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     --vocoder-speakers) vocoder_speakers=$2; shift 2 ;;
     --vocode-limit) vocode_limit=$2; shift 2 ;;
     --lm-order) lm_order=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) print_recipe_help; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
