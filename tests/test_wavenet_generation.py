@@ -1,4 +1,5 @@
-"""Cached generation back ends: numba == TensorFlow step == full pass; sampling; batching; priming; SavedModel."""
+"""Cached generation back ends: numba == TensorFlow step == full pass; sampling; batching and threads; priming;
+SavedModel."""
 
 import functools
 
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from speechkit.errors import ConfigError
 from speechkit.frontend import FrontendConfig, mu_law_decode, mu_law_encode
 from speechkit.vocoder.fast import FastWaveNet
-from speechkit.vocoder.generation import TFGenerator, Vocoder, VocoderModule, sample_from_logits
+from speechkit.vocoder.generation import (TFGenerator, Vocoder, VocoderModule, _packed_step, _packed_weights,
+                                          sample_from_logits)
 from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig, conditioning_mel, silence_class
 
 FRONTEND = FrontendConfig(kind="mel", normalize=False)
@@ -102,6 +105,65 @@ def test_numba_and_tensorflow_loops_draw_the_same_samples(overrides, temperature
     redrawn = sample_from_logits(tf.constant(logits.reshape(batch * n, -1)), tf.constant(noise.reshape(-1)),
                                  tf.constant(temperature, tf.float32)).numpy().reshape(batch, n)
     np.testing.assert_array_equal(redrawn, fast)
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_packed_tensorflow_step_equals_wavenet_step(overrides):
+    """The exported loop's packed step (one product per dilated convolution) is ``WaveNet.step``."""
+    model = _model(**overrides)
+    rng = np.random.default_rng(8)
+    batch = 3
+    state = {"buffer": tf.constant(rng.normal(0.0, 0.5, (model.buffer_total, batch, 8)).astype(np.float32)),
+             "time": tf.constant(37)}
+    x = rng.integers(0, 256, batch).astype(np.int32)
+    bias = None
+    if model.upsampler is not None or model.speaker_embedding is not None:
+        cond, spk = _conditioning(model, rng, batch, 1)
+        bias = model.conditioning_bias(cond, spk)[:, 0]
+    logits, new_state = model.step(model.input_from_classes(x), state, bias)
+    packed, buffer = _packed_step(model, _packed_weights(model), tf.constant(x), state["buffer"], state["time"], bias)
+    np.testing.assert_allclose(packed.numpy(), logits.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(buffer.numpy(), new_state["buffer"].numpy(), atol=1e-6, rtol=0)
+    assert logits.numpy().std() > 0.5 and np.abs(buffer.numpy() - state["buffer"].numpy()).max() > 0.1
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_batches_and_threads_change_no_sample(overrides):
+    """A batch split over threads (numba) or run row by row in parallel (TF) draws each row's samples
+    as that row alone; the odd batch also exercises the padding of the last thread's group."""
+    model = _model(**overrides)
+    rng = np.random.default_rng(9)
+    batch, n = 5, 180
+    cond, spk = _conditioning(model, rng, batch, n)
+    kwargs = dict(noise=rng.random((batch, n), dtype=np.float32), temperature=0.9,
+                  cond=None if cond is None else cond.numpy(), speaker_vector=None if spk is None else spk.numpy())
+    state = {k: v.numpy() for k, v in model.initial_state(batch).items()}
+    x0 = np.full(batch, silence_class(FRONTEND))
+    threaded, threaded_state = FastWaveNet(model, threads=2).run(x0, state, n, **kwargs)
+    assert len(np.unique(threaded)) > 5
+    one_thread, one_state = FastWaveNet(model, threads=1).run(x0, state, n, **kwargs)
+    np.testing.assert_array_equal(threaded, one_thread)
+    np.testing.assert_array_equal(threaded_state["buffer"], one_state["buffer"])
+    fast = FastWaveNet(model)
+    for row in (0, 3):
+        alone = {k: None if v is None or k == "temperature" else v[row:row + 1] for k, v in kwargs.items()}
+        alone["temperature"] = kwargs["temperature"]
+        single, single_state = fast.run(x0[row:row + 1], {"buffer": state["buffer"][:, row:row + 1], "time": 0}, n,
+                                        **alone)
+        np.testing.assert_array_equal(single[0], threaded[row])
+        # The speaker term is one BLAS product per batch, rounded differently for 1 and 5 rows.
+        np.testing.assert_allclose(single_state["buffer"][:, 0], threaded_state["buffer"][:, row], atol=1e-6, rtol=0)
+    rows, rows_state = TFGenerator(model, jit_compile=False, parallel=2).run(x0, state, n, **kwargs)
+    np.testing.assert_array_equal(rows, threaded)
+    np.testing.assert_allclose(rows_state["buffer"], threaded_state["buffer"], atol=1e-4)
+    assert rows_state["time"] == n
+
+
+def test_fast_wavenet_rejects_bad_thread_counts():
+    model = _model(conditioning="none")
+    for threads in (0, 1000, 1.5):
+        with pytest.raises(ConfigError, match="threads"):
+            FastWaveNet(model, threads=threads)
 
 
 def test_generation_continues_across_calls():

@@ -1,0 +1,103 @@
+"""The exported vocoder (XLA-compiled packed loop, rows in parallel) against the in-process numba generator."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from speechkit.export.vocoder import PARALLEL, WAVEFORM_SIGNATURE, export_vocoder
+from speechkit.frontend import FrontendConfig, mu_law_decode
+from speechkit.runs import RunDir
+from speechkit.vocoder.fast import FastWaveNet
+from speechkit.vocoder.generation import Vocoder
+from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig, silence_class
+
+# Loads the export with nothing but TensorFlow and NumPy, as a deployment would.
+_FRESH = """
+import sys
+import numpy as np
+import tensorflow as tf
+with np.load(sys.argv[2]) as data:
+    arrays = {name: tf.constant(data[name]) for name in data.files}
+out = tf.saved_model.load(sys.argv[1]).signatures[sys.argv[4]](**arrays)
+np.savez(sys.argv[3], **{name: value.numpy() for name, value in out.items()})
+assert not any(name.startswith("speechkit") for name in sys.modules)
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny mel-conditioned WaveNet with random weights, its run and its default (XLA) export."""
+    root = tmp_path_factory.mktemp("vocoder_export")
+    frontend = FrontendConfig(kind="mel", normalize=False)
+    config = WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
+                           head_channels=16, cond_channels=8)
+    model = WaveNet(config, frontend)
+    model.build()
+    rng = np.random.default_rng(11)
+    for w in model.weights:
+        w.assign(rng.normal(0.0, 0.4, w.shape).astype(np.float32))
+    run = RunDir(root / "run", create=True)
+    run.save_model(model)
+    run.save_config({"frontend": frontend.to_dict(), "model": config.to_dict()})
+    info = export_vocoder(run.path, str(root / "export"))
+    return model, str(root / "export"), info
+
+
+def _call_fresh(export_dir, arrays, tmp_path, signature=WAVEFORM_SIGNATURE):
+    np.savez(str(tmp_path / "in.npz"), **arrays)
+    done = subprocess.run([sys.executable, "-c", _FRESH, export_dir, str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz"), signature], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(str(tmp_path / "out.npz")) as data:
+        return {name: data[name] for name in data.files}
+
+
+def test_exported_batch_samples_like_numba_in_a_fresh_process(exported, tmp_path):
+    """A padded batch of three through ``vocode_waveform`` (XLA, rows two at a time) draws, row by row,
+    the samples the threaded numba generator draws from the same conditioning and noise."""
+    model, export_dir, info = exported
+    assert info["jit_compile"] and info["parallel"] == PARALLEL == 2
+    rng = np.random.default_rng(12)
+    audios = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (700, 1100, 430)]
+    lengths = np.array([len(a) for a in audios], np.int32)
+    waveform = np.zeros((3, lengths.max()), np.float32)
+    for row, a in enumerate(audios):
+        waveform[row, :len(a)] = a
+    seed, temperature = 5, 0.9
+    got = _call_fresh(export_dir, {"waveform": waveform, "lengths": lengths, "temperature": np.float32(temperature),
+                                   "seed": np.int32(seed)}, tmp_path)["waveform"]
+
+    vocoder = Vocoder(model)
+    longest = int(lengths.max())
+    cond = np.zeros((3, longest, model.config.cond_channels), np.float32)
+    for row, a in enumerate(audios):
+        cond[row, :len(a)] = vocoder.conditioning(a)
+    noise = np.stack([tf.random.stateless_uniform([longest], seed=[seed, row]).numpy() for row in range(3)])
+    classes, _ = FastWaveNet(model, threads=2).run(np.full(3, silence_class(model.frontend)),
+                                                   model.initial_state(3), longest, noise=noise,
+                                                   temperature=temperature, cond=cond)
+    expected = mu_law_decode(classes, model.frontend.mu).numpy()
+    for row, n in enumerate(lengths):
+        # Mu-law levels are >= 1.7e-4 apart, so atol=1e-6 demands the same classes.
+        np.testing.assert_allclose(got[row, :n], expected[row, :n], atol=1e-6, rtol=0)
+        assert np.all(got[row, n:] == 0.0)
+        assert len(np.unique(got[row, :n])) > 20
+
+
+@pytest.mark.slow
+def test_exported_rows_do_not_depend_on_their_batch(exported, tmp_path):
+    """At temperature 0 an utterance vocoded alone equals the same utterance in a batch: padding and the
+    parallel row loops change nothing."""
+    _, export_dir, _ = exported
+    rng = np.random.default_rng(13)
+    waveform = rng.uniform(-0.5, 0.5, (2, 900)).astype(np.float32)
+    common = {"temperature": np.float32(0.0), "seed": np.int32(0)}
+    both = _call_fresh(export_dir, {"waveform": waveform, "lengths": np.array([900, 600], np.int32), **common},
+                       tmp_path)["waveform"]
+    alone = _call_fresh(export_dir, {"waveform": waveform[1:, :600], "lengths": np.array([600], np.int32),
+                                     **common}, tmp_path)["waveform"]
+    np.testing.assert_array_equal(both[1, :600], alone[0])
+    assert np.std(alone) > 1e-3
