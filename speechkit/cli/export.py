@@ -25,6 +25,8 @@ def register(commands, groups):
     add_model_argument(p, "vocoder")
     p.add_argument("--out", required=True, help="export directory (replaced if it exists)")
     p.add_argument("--no-xla", action="store_true", help="do not XLA-compile the generation loop")
+    p.add_argument("--parallel", type=int, default=2, metavar="N",
+                   help="rows of a batch generated at the same time (the target's cores); 0: one loop per batch")
     p.set_defaults(func=_export_vocoder)
 
     p = add_defaults_help(export.add_parser(
@@ -69,7 +71,7 @@ def _export_vocoder(args):
     run_dir = _run_dir(args, "vocoder")
     if run_dir is None:
         return 2
-    info = export_vocoder(run_dir, args.out, jit_compile=not args.no_xla)
+    info = export_vocoder(run_dir, args.out, jit_compile=not args.no_xla, parallel=args.parallel)
     print(f"{args.out}: SavedModel (serving_default, vocode_waveform) in {info['saved_model_seconds']:.1f} s")
 
 
