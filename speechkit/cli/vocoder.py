@@ -25,12 +25,15 @@ def register(commands, groups):
     p = add_defaults_help(commands.add_parser("vocode", help="copy synthesis: resynthesise audio from its log-mel"))
     p.add_argument("run", nargs="?", help="vocoder run directory (holds model.keras); omit with --model or "
                    "--saved-model, or to use the released vocoder (see 'speechkit models')")
-    p.add_argument("audio", nargs="?", help="audio file whose log-mel conditions the model (or --mel-from)")
+    p.add_argument("audio", nargs="*", help="audio file(s) whose log-mel conditions the model (or --mel-from)")
     add_model_argument(p, "vocoder")
     p.add_argument("--saved-model", default=None, metavar="EXPORT",
                    help="use an exported SavedModel (speechkit export vocoder) instead of a run")
     p.add_argument("--mel-from", default=None, metavar="AUDIO", help="audio file whose log-mel conditions the model")
-    p.add_argument("--out", required=True, help="output audio file (wav or flac)")
+    p.add_argument("--out", required=True,
+                   help="output audio file (wav or flac); with several inputs, a folder that receives <name>.wav")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="utterances generated together; a batch uses every core")
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="refuse longer input: sample-by-sample generation of a long file would run for hours")
     _add_sampling_args(p)
@@ -90,48 +93,44 @@ def _train(args):
 
 
 def _vocode(args):
-    import time
-
     from speechkit import audio as audio_io
     from speechkit.errors import AudioError
-    from speechkit.vocoder.generation import load_vocoder
+    from speechkit.vocoder.generation import load_vocoder, vocode_files
 
-    if args.run is not None and args.audio is None and (
-            args.saved_model is not None or args.model is not None or looks_like_audio(args.run)):
-        # No run was meant, so argparse's optional RUN positional took the audio file.
-        args.run, args.audio = None, args.run
-    if (args.audio is None) == (args.mel_from is None):
-        print("speechkit vocode: error: give one audio file, as AUDIO or --mel-from", file=sys.stderr)
+    if args.run is not None and (args.saved_model is not None or args.model is not None or looks_like_audio(args.run)):
+        # No run was meant, so argparse's optional RUN positional took the first audio file.
+        args.run, args.audio = None, [args.run] + args.audio
+    if bool(args.audio) == (args.mel_from is not None):
+        print("speechkit vocode: error: give audio files, or one with --mel-from", file=sys.stderr)
         return 2
-    args.mel_from = args.mel_from or args.audio
-    seconds = audio_io.info(args.mel_from)[0]
-    if seconds > args.max_seconds:
-        raise AudioError(f"{args.mel_from}: {seconds:.1f} s is longer than --max-seconds {args.max_seconds:g}; "
-                         "cut it into shorter files or raise the limit")
+    if args.batch_size < 1:
+        print(f"speechkit vocode: error: --batch-size must be >= 1, received {args.batch_size}", file=sys.stderr)
+        return 2
+    paths = args.audio or [args.mel_from]
+    for path in paths:
+        seconds = audio_io.info(path)[0]
+        if seconds > args.max_seconds:
+            raise AudioError(f"{path}: {seconds:.1f} s is longer than --max-seconds {args.max_seconds:g}; "
+                             "cut it into shorter files or raise the limit")
     if args.saved_model is not None:
-        from speechkit.export.serving import vocode_saved_model
+        from speechkit.export.vocoder import load_exported_vocoder
 
         if args.run is not None or args.model is not None:
             print("speechkit vocode: error: give a run directory, --model NAME or --saved-model EXPORT, not several",
                   file=sys.stderr)
             return 2
-        result = vocode_saved_model(args.saved_model, args.mel_from, args.out, temperature=args.temperature,
-                                    seed=args.seed, speaker=args.speaker)
-        print(f"{args.out}: {result['seconds']:.2f} s vocoded in {result['elapsed']:.2f} s "
-              f"(RTF {result['elapsed'] / result['seconds']:.2f}, SavedModel)")
-        return 0
-    run_dir = model_dir(args, "vocoder", verb="vocode", use_default=True)
-    if run_dir is None:
-        return 2
-    vocoder = load_vocoder(run_dir)
-    audio = audio_io.load(args.mel_from, sample_rate=vocoder.frontend.sample_rate)
-    started = time.perf_counter()
-    out = vocoder.vocode([audio], temperature=args.temperature, seed=args.seed, speaker=args.speaker,
-                         backend=args.backend, progress=True)[0]
-    elapsed = time.perf_counter() - started
-    audio_io.save(args.out, out, sample_rate=vocoder.frontend.sample_rate)
-    seconds = len(out) / vocoder.frontend.sample_rate
-    print(f"{args.out}: {seconds:.2f} s vocoded in {elapsed:.2f} s (RTF {elapsed / seconds:.2f}, {args.backend})")
+        vocoder, backend, how = load_exported_vocoder(args.saved_model), None, "SavedModel"
+    else:
+        run_dir = model_dir(args, "vocoder", verb="vocode", use_default=True)
+        if run_dir is None:
+            return 2
+        vocoder, backend, how = load_vocoder(run_dir), args.backend, args.backend
+    result = vocode_files(vocoder, paths, args.out, temperature=args.temperature, seed=args.seed,
+                          speaker=args.speaker, batch_size=args.batch_size, backend=backend,
+                          progress=backend is not None)
+    where = f"{args.out}:" if len(paths) == 1 else f"{args.out}: {len(paths)} files,"
+    print(f"{where} {result['seconds']:.2f} s vocoded in {result['elapsed']:.2f} s "
+          f"(RTF {result['elapsed'] / result['seconds']:.2f}, {how})")
 
 
 def _generate(args):

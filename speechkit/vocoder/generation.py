@@ -14,6 +14,8 @@ identical samples from identical noise. ``Vocoder`` draws the noise of utterance
 """
 
 import logging
+import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +34,7 @@ __all__ = [
     "VocoderModule",
     "Vocoder",
     "load_vocoder",
+    "vocode_files",
     "BACKENDS",
 ]
 
@@ -491,3 +494,54 @@ def load_vocoder(run_dir):
         raise ConfigError(f"{run.file(RunDir.SPEAKERS)}: names {len(speakers)} speakers, the model has "
                           f"{model.config.num_speakers}")
     return Vocoder(model, speakers=speakers, run_dir=run.path)
+
+
+def vocode_files(vocoder, paths, out, *, temperature=1.0, seed=0, speaker=None, batch_size=8, backend=None,
+                 progress=False):
+    """Copy synthesis of audio files: one output file for one input, a folder of ``<name>.wav`` for several.
+
+    All inputs are read first, then vocoded ``batch_size`` at a time (a batch runs on every core:
+    ``Vocoder.vocode``, or the export's parallel rows).
+
+    Args:
+        vocoder: ``Vocoder``, or an exported one (``speechkit.export.vocoder.ExportedVocoder``).
+        paths: list of str, audio files (any libsndfile format and rate; resampled to the model's).
+        out: str, the output file (one input) or folder (several inputs; created if missing).
+        temperature, seed, speaker, batch_size: as for ``Vocoder.vocode``.
+        backend: ``"fast"`` or ``"tf"`` for a ``Vocoder`` (default ``"fast"``); None for an export.
+        progress: bool, a tqdm bar (``Vocoder`` only).
+
+    Returns:
+        dict with ``outputs`` (list of str, in input order), ``seconds`` (float, audio written) and
+        ``elapsed`` (float, wall seconds of generation).
+
+    Raises:
+        AudioError: an input cannot be read.
+        ConfigError: no input, or two inputs would write the same output file.
+    """
+    paths = list(paths)
+    if not paths:
+        raise ConfigError("no audio file to vocode")
+    if len(paths) == 1:
+        outputs = [out]
+    else:
+        outputs = [os.path.join(out, os.path.splitext(os.path.basename(p))[0] + ".wav") for p in paths]
+        clash = sorted({o for o in outputs if outputs.count(o) > 1})
+        if clash:
+            raise ConfigError(f"{clash[0]}: more than one input would be written there; give inputs distinct names")
+    rate = vocoder.frontend.sample_rate
+    audios = []
+    for path in paths:
+        audios.append(audio_io.load(path, sample_rate=rate))
+    options = {}
+    if isinstance(vocoder, Vocoder):
+        options = {"backend": backend or "fast", "progress": progress}
+    started = time.perf_counter()
+    waves = vocoder.vocode(audios, temperature=temperature, seed=seed, speaker=speaker, batch_size=batch_size,
+                           **options)
+    elapsed = time.perf_counter() - started
+    if len(paths) > 1:
+        os.makedirs(out, exist_ok=True)
+    for path, wave in zip(outputs, waves):
+        audio_io.save(path, wave, sample_rate=rate)
+    return {"outputs": outputs, "seconds": sum(len(w) for w in waves) / rate, "elapsed": elapsed}
