@@ -101,6 +101,25 @@ class _Case:
         return samples / self.wall, samples / self.cpu, self.cpu / self.wall
 
 
+def _baseline(rev, folder):
+    """``FastWaveNet`` and ``TFGenerator`` as they were at git revision ``rev`` (modules loaded from ``git show``)."""
+    import importlib.util
+    import subprocess
+
+    classes = []
+    for name, cls in (("fast", "FastWaveNet"), ("generation", "TFGenerator")):
+        source = subprocess.run(["git", "show", f"{rev}:speechkit/vocoder/{name}.py"], capture_output=True, text=True,
+                                check=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout
+        path = os.path.join(folder, f"baseline_{name}.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(source)
+        spec = importlib.util.spec_from_file_location(f"baseline_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        classes.append(getattr(module, cls))
+    return classes
+
+
 _SAVED_MODEL_TIMER = """
 import json, sys, time
 import numpy as np
@@ -189,6 +208,8 @@ def main(argv=None):
     parser.add_argument("--saved-model-seconds", type=float, default=2.0,
                         help="audio per SavedModel call (fresh TF-only process); 0 skips it")
     parser.add_argument("--saved-model-batches", default="1", help="comma-separated batch sizes for the SavedModel")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also time FastWaveNet and TFGenerator as they were at this git revision, interleaved")
     parser.add_argument("--report", default=None, help="eval-vocoder report.json to quote")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -210,6 +231,17 @@ def main(argv=None):
         "tf_b8_p2": ("cached, TF XLA loop", 8, "rows, 2 at a time",
                      _Case(TFGenerator(model, parallel=2), model, 8, n_tf, rng)),
     }
+    if args.baseline:
+        import tempfile
+
+        old_fast, old_tf = _baseline(args.baseline, tempfile.mkdtemp(prefix="bench_wavenet_"))
+        rev = args.baseline
+        cases.update({
+            "old_numba_b1": (f"cached, numba at {rev}", 1, "1 thread", _Case(old_fast(model), model, 1, n, rng)),
+            "old_numba_b8": (f"cached, numba at {rev}", 8, "1 thread", _Case(old_fast(model), model, 8, n, rng)),
+            "old_tf_b1": (f"cached, TF XLA loop at {rev}", 1, "one loop", _Case(old_tf(model), model, 1, n_tf, rng)),
+            "old_tf_b8": (f"cached, TF XLA loop at {rev}", 8, "one loop", _Case(old_tf(model), model, 8, n_tf, rng)),
+        })
     for _ in range(args.repeats):
         for _, _, _, case in cases.values():
             case.time()
@@ -229,7 +261,7 @@ def main(argv=None):
     ]
     for key, (label, batch, how, _) in cases.items():
         sps, cpu, ratio = figures[key]
-        base = figures["numba_b1" if "numba" in key else "tf_b1"][0]
+        base = figures[("old_" if key.startswith("old_") else "") + ("numba_b1" if "numba" in key else "tf_b1")][0]
         lines.append(f"| {label} | {batch} | {how} | {sps:,.0f} | {sps / base:.2f} | {rate / sps:.3f} | "
                      f"{cpu:,.0f} | {ratio:.2f} |")
     wall = {k: v[0] for k, v in figures.items()}
@@ -238,10 +270,16 @@ def main(argv=None):
                f"{wall['numba_b8_t1']:,.0f} on 1 thread ({wall['numba_b8_t1'] / wall['numba_b1']:.2f}x b1), "
                f"{wall['numba_b8']:,.0f} on {threads} threads ({wall['numba_b8'] / wall['numba_b1']:.2f}x b1, "
                f"CPU/wall {figures['numba_b8'][2]:.2f}); TF loop b1 {wall['tf_b1']:,.0f} "
-               f"({wall['numba_b1'] / wall['tf_b1']:.2f}x slower than numba), b8 one loop {wall['tf_b8_p0']:,.0f} "
+               f"(numba / TF {wall['numba_b1'] / wall['tf_b1']:.2f}), b8 one loop {wall['tf_b8_p0']:,.0f} "
                f"({wall['tf_b8_p0'] / wall['tf_b1']:.2f}x b1), b8 rows 2 at a time {wall['tf_b8_p2']:,.0f} "
                f"({wall['tf_b8_p2'] / wall['tf_b1']:.2f}x b1, CPU/wall {figures['tf_b8_p2'][2]:.2f}); "
                f"naive {naive[0]:,.1f} (numba b1 {wall['numba_b1'] / naive[0]:,.0f}x)")
+    if args.baseline:
+        summary += (f"; at {args.baseline}, same rounds: numba b1 {wall['old_numba_b1']:,.0f} (now "
+                    f"{wall['numba_b1'] / wall['old_numba_b1']:.2f}x), b8 {wall['old_numba_b8']:,.0f} (now "
+                    f"{wall['numba_b8'] / wall['old_numba_b8']:.2f}x on {threads} threads); TF loop b1 "
+                    f"{wall['old_tf_b1']:,.0f} (now {wall['tf_b1'] / wall['old_tf_b1']:.2f}x), b8 "
+                    f"{wall['old_tf_b8']:,.0f} (now {wall['tf_b8_p0'] / wall['old_tf_b8']:.2f}x one loop)")
     if args.saved_model_seconds > 0 and model.upsampler is not None:
         samples = int(args.saved_model_seconds * rate)
         batches = [int(b) for b in args.saved_model_batches.split(",")]
