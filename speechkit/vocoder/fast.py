@@ -1,9 +1,10 @@
 """Fast CPU generation: the cached WaveNet loop fused into one numba kernel.
 
 A deliberate copy of ``WaveNet.step`` (``speechkit/vocoder/wavenet.py``) and of the TensorFlow loop
-in ``speechkit/vocoder/generation.py``, specialised for a CPU thread: every matrix of the mini
-preset stays in cache, the per-layer matrix-vector products are written as contiguous
-multiply-add loops that LLVM vectorises, and there is no per-op dispatch. It reads the Keras
+in ``speechkit/vocoder/generation.py``, specialised for CPU threads: every matrix of the mini
+preset stays in cache, the per-layer products are written as contiguous multiply-add loops that
+LLVM vectorises, and there is no per-op dispatch. A batch is split into one group of rows per
+thread (numba ``prange``); within a group the products are matrix-matrix. It reads the Keras
 model's weights, keeps its state in the same ring-buffer layout as ``WaveNet.initial_state``
 (so a state primed by the TensorFlow full pass continues here), and draws samples with the same
 inverse-CDF rule from the same uniform noise. ``tests/test_wavenet_generation.py`` proves logits and
