@@ -2,7 +2,7 @@
 
 ``Synthesizer`` holds a trained acoustic model and a mel inverter: ``"griffinlim"`` (librosa,
 ``speechkit.tts.griffinlim``; needs no trained vocoder) or ``"wavenet"`` (a trained WaveNet run or
-released model through the numba generation loop, ``speechkit.vocoder.fast.FastWaveNet``). A text
+released model through ``Vocoder.vocode_mels``, the numba generation loop). A text
 longer than the model's ``max_characters`` is split (``speechkit.tts.text.split_text``); its pieces
 are synthesised one by one and joined with ``PAUSE_SECONDS`` of silence.
 """
@@ -18,16 +18,13 @@ from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.data.durations import tts_text
 from speechkit.errors import ConfigError
-from speechkit.frontend import mu_law_decode
 from speechkit.runs import RunDir
 from speechkit.text import Vocabulary
 from speechkit.tts.config import TTSConfig
 from speechkit.tts.griffinlim import griffinlim_numpy
 from speechkit.tts.model import AcousticModel
 from speechkit.tts.text import split_text
-from speechkit.vocoder.fast import FastWaveNet
 from speechkit.vocoder.generation import load_vocoder
-from speechkit.vocoder.wavenet import silence_class
 
 __all__ = ["PAUSE_SECONDS", "VOCODERS", "Synthesizer", "load_acoustic_model", "load_synthesizer",
            "synthesize_to_dir"]
@@ -70,7 +67,6 @@ class Synthesizer:
         self.vocabulary = Vocabulary(config.model.characters)
         self.vocoder = vocoder
         self.wavenet = wavenet
-        self._fast = None
         self.griffinlim_iterations = int(griffinlim_iterations)
         self.run_dir = run_dir
 
@@ -98,18 +94,7 @@ class Synthesizer:
 
     def _wavenet(self, mel, *, temperature, seed):
         """``frames * hop`` samples, conditioned as the exported vocoder's serving_default (edge frames repeated)."""
-        model = self.wavenet.model
-        if self._fast is None:
-            self._fast = FastWaveNet(model)
-        context = model.config.cond_context
-        padded = np.concatenate([np.repeat(mel[:1], context, 0), mel, np.repeat(mel[-1:], context, 0)])
-        samples = len(mel) * self.frontend.hop_length
-        cond = model.upsample(padded[np.newaxis].astype(np.float32), samples).numpy()
-        noise = np.random.default_rng(seed).random((1, samples), dtype=np.float32)
-        x_first = np.full([1], silence_class(self.frontend), np.int64)
-        classes, _ = self._fast.run(x_first, model.initial_state(1), samples, noise=noise, temperature=temperature,
-                                    cond=cond)
-        return mu_law_decode(classes[0], self.frontend.mu).numpy()
+        return self.wavenet.vocode_mels([mel], temperature=temperature, seed=seed)[0]
 
     def synthesize(self, text, *, speed=1.0, temperature=1.0, seed=0, source=None):
         """Speak ``text``.

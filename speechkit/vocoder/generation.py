@@ -348,6 +348,17 @@ class Vocoder:
         mel = conditioning_mel(audio[np.newaxis], frontend=self.frontend, context=self.config.cond_context)
         return self.model.upsample(mel)[0, :len(audio)].numpy()
 
+    def mel_conditioning(self, mel):
+        """Upsampled conditioning float32 [frames * hop, cond_channels] for log-mel frames with no audio.
+
+        The ``cond_context`` frames on each side are the edge frames repeated, as in the exported
+        vocoder's ``serving_default``; a text-to-speech model's predicted mel has nothing else.
+        """
+        mel = np.asarray(mel, np.float32)
+        context = self.config.cond_context
+        padded = np.concatenate([np.repeat(mel[:1], context, 0), mel, np.repeat(mel[-1:], context, 0)])
+        return self.model.upsample(padded[np.newaxis], len(mel) * self.frontend.hop_length)[0].numpy()
+
     def vocode(self, audios, *, temperature=1.0, seed=0, speaker=None, backend="fast", batch_size=8,
                progress=False):
         """Copy synthesis: resynthesise each waveform from its own log-mel.
@@ -364,22 +375,44 @@ class Vocoder:
         Returns:
             list of float32 [samples] in [-1, 1], one per input, same lengths.
         """
+        audios = [audio_io.valid_audio(a, source=f"utterance {i}") for i, a in enumerate(audios)]
+        return self._generate_conditioned([len(a) for a in audios], lambda i: self.conditioning(audios[i]),
+                                          temperature=temperature, seed=seed, speaker=speaker, backend=backend,
+                                          batch_size=batch_size, progress=progress)
+
+    def vocode_mels(self, mels, *, temperature=1.0, seed=0, speaker=None, backend="fast", batch_size=8,
+                    progress=False):
+        """Waveforms for log-mel frames alone (``mel_conditioning``), for example a TTS model's prediction.
+
+        Args:
+            mels: list of float32 [frames, n_mels], the front end's log-mel.
+            temperature, seed, speaker, backend, batch_size, progress: as in ``vocode``.
+
+        Returns:
+            list of float32 [frames * hop] in [-1, 1].
+        """
+        hop = self.frontend.hop_length
+        return self._generate_conditioned([len(m) * hop for m in mels], lambda i: self.mel_conditioning(mels[i]),
+                                          temperature=temperature, seed=seed, speaker=speaker, backend=backend,
+                                          batch_size=batch_size, progress=progress)
+
+    def _generate_conditioned(self, lengths, conditioning, *, temperature, seed, speaker, backend, batch_size,
+                              progress):
+        """One waveform per item: ``lengths[i]`` samples conditioned on ``conditioning(i)``, batched by length."""
         if self.model.upsampler is None:
             raise ConfigError(f"{self.run_dir}: an unconditional model cannot vocode; use generate")
-        audios = [audio_io.valid_audio(a, source=f"utterance {i}") for i, a in enumerate(audios)]
-        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
-        results = [None] * len(audios)
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        results = [None] * len(lengths)
         engine = self._backend(backend)
-        bar = tqdm(total=sum(len(a) for a in audios), unit="sample", unit_scale=True, disable=not progress,
-                   desc="vocode")
+        bar = tqdm(total=sum(lengths), unit="sample", unit_scale=True, disable=not progress, desc="vocode")
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            longest = max(len(audios[i]) for i in idx)
+            longest = max(lengths[i] for i in idx)
             cond = np.zeros((len(idx), longest, self.config.cond_channels), np.float32)
             noise = np.zeros((len(idx), longest), np.float32)
             for row, i in enumerate(idx):
-                n = len(audios[i])
-                cond[row, :n] = self.conditioning(audios[i])
+                n = lengths[i]
+                cond[row, :n] = conditioning(i)
                 noise[row, :n] = np.random.default_rng([seed, i]).random(n, dtype=np.float32)
             state = self.model.initial_state(len(idx))
             x_first = np.full([len(idx)], silence_class(self.frontend), np.int64)
@@ -387,8 +420,8 @@ class Vocoder:
                                     speaker_vector=self._speaker_vector(speaker, len(idx)))
             waves = mu_law_decode(classes, self.frontend.mu).numpy()
             for row, i in enumerate(idx):
-                results[i] = waves[row, :len(audios[i])]
-            bar.update(sum(len(audios[i]) for i in idx))
+                results[i] = waves[row, :lengths[i]]
+            bar.update(sum(lengths[i] for i in idx))
         bar.close()
         return results
 
