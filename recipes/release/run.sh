@@ -6,6 +6,7 @@
 # Usage: recipes/release/run.sh [--stage N] [--stop-stage N] [--exp DIR] [--data DIR] [--seed N]
 #   Stages: 1 corpus, 2 manifests, 3 pruned LM, 4 ASR campaign (ASR_BUDGET minutes; resumes every time),
 #           5 alpha/beta tuning, 6 test evaluation (greedy, beam + LM), 7 pack into models/ds2-mini,
+#           (its card appends recipes/release/campaigns.md, the campaigns so far: add a row per campaign),
 #           8 save the resumable checkpoint into models/campaigns/ds2-mini (commit it: the next campaign,
 #           on another machine, starts from it when $exp/asr does not exist).
 #   INIT_FROM=RUN|MODEL starts a new campaign (no $exp/asr yet) from those weights instead of the committed
@@ -79,7 +80,8 @@ if stage_enabled 7; then
     --probe "$data/test.jsonl" --eval "test_greedy=$exp/eval/greedy/report.json" \
     --eval "test_beam_lm=$exp/eval/beam_lm/report.json" \
     --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-11} --extra-train-speakers ${EXTRA_SPEAKERS:-360}; test = the mini test set (unseen speakers)" \
-    --description "Deep Speech 2 mini (3 x BiGRU-192, 80-bin log-mel), trained on 400 synthetic voices"
+    --description "Deep Speech 2 mini (3 x BiGRU-192, 80-bin log-mel), trained on 400 synthetic voices" \
+    --notes recipes/release/campaigns.md
 fi
 if stage_enabled 8; then
   log "Stage 8: save the resumable checkpoint (weights, optimizer, position): $exp/asr -> $campaign"
