@@ -20,7 +20,7 @@ from speechkit.frontend import FrontendConfig
 from speechkit.training import OptimizerConfig
 
 __all__ = ["TEXTS", "tiny_config", "write_corpus", "write_preset", "speechkit_command", "subprocess_env", "run_python",
-           "rss_mb", "weights"]
+           "rss_mb", "weights", "randomise_weights"]
 
 TEXTS = ["AB", "CAB", "BAD", "DAB", "ACE", "BED", "FED", "CAFE", "DEAF", "FACE", "BEAD", "FADE"]
 
@@ -94,3 +94,13 @@ def weights(path):
     with h5py.File(path) as f:
         f.visititems(lambda name, obj: values.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
     return values
+
+
+def randomise_weights(model, seed):
+    """Weights of order one everywhere, batch-norm variances positive: every path shapes the output."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 2.0, w.shape).astype(np.float32))
+        else:
+            w.assign(rng.normal(0.0, 0.3, w.shape).astype(np.float32))

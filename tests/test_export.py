@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from _tiny_asr import randomise_weights
 from speechkit import audio as audio_io
 from speechkit.asr.beam import DecodeConfig, load_decode_config
 from speechkit.asr.decoding import greedy_decode
@@ -45,20 +46,10 @@ def speech(tmp_path_factory):
     return paths, audios
 
 
-def _randomise(model, seed):
-    """Weights of order one everywhere, batch-norm variances positive: every path shapes the output."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        if "moving_variance" in w.path:
-            w.assign(rng.uniform(0.5, 2.0, w.shape).astype(np.float32))
-        else:
-            w.assign(rng.normal(0.0, 0.3, w.shape).astype(np.float32))
-
-
 def _asr_run(path, model_config, frontend, seed):
     run = RunDir(path, create=True)
     network = build_deepspeech2(model_config, frontend=frontend, vocab_size=VOCAB.size)
-    _randomise(network, seed)
+    randomise_weights(network, seed)
     run.save_model(network)
     run.save_config({"frontend": frontend.to_dict(), "model": model_config.to_dict()})
     run.save_vocabulary(VOCAB)

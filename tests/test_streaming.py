@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 import soxr
 
+from _tiny_asr import randomise_weights
 from speechkit import audio as audio_io
 from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.deepspeech2 import build_deepspeech2
@@ -40,15 +41,6 @@ PRESET = os.path.join(ROOT, "models", "ds2-streaming.yaml")
 RATE = 16000
 # Chunk sizes in samples: one 10 ms hop, not aligned with frames (37, 333, 1111), 160 ms, longer than the audio.
 CHUNKS = [37, 160, 333, 1111, 2560, 10 ** 6]
-
-
-def _randomise(model, seed):
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        if "moving_variance" in w.path:
-            w.assign(rng.uniform(0.5, 2.0, w.shape).astype(np.float32))
-        else:
-            w.assign(rng.normal(0.0, 0.3, w.shape).astype(np.float32))
 
 
 def _preset_layout():
@@ -83,7 +75,7 @@ def run(tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("stream") / "run")
     config, frontend = _preset_layout()
     network = build_deepspeech2(config, frontend=frontend, vocab_size=Vocabulary().size)
-    _randomise(network, 7)
+    randomise_weights(network, 7)
     rundir = RunDir(folder, create=True)
     rundir.save_model(network)
     rundir.save_config({"frontend": frontend.to_dict(), "model": config.to_dict()})
