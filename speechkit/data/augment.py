@@ -233,7 +233,7 @@ def augment_manifest(manifest, out_dir, config=AugmentConfig(), *, jobs=2, sampl
         raise ManifestError(f"{manifest}: no usable utterances ({report.summary()})")
     os.makedirs(out_dir, exist_ok=True)
     augmenter = _Augmenter(utterances, config, out_dir, sample_rate)
-    by_id, written, failed = {}, 0, {}
+    by_id, failed = {}, {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
         futures = {pool.submit(augmenter.copies, utt): utt for utt in utterances}
         for future in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc="augment",
