@@ -16,21 +16,8 @@ from speechkit.data import mini
 from speechkit.data.librispeech import import_librispeech
 from speechkit.errors import SpeechkitError
 
-_SMALL_BOOKS = ("a_modest_proposal.txt", "cape_cod.txt")
 _TINY = dict(train_hours=0.005, dev_minutes=0.3, test_minutes=0.3, train_speakers=6, dev_speakers=3, test_speakers=3)
 _CLI_TINY = ["--train-hours", "0.005", "--dev-minutes", "0.3", "--test-minutes", "0.3", "--speakers", "6", "3", "3"]
-
-
-@pytest.fixture(scope="module")
-def books(tmp_path_factory):
-    """Two of the shared books (the smallest), so that sentence extraction stays fast."""
-    missing = [b for b in _SMALL_BOOKS if not os.path.isfile(os.path.join(mini.DEFAULT_BOOKS_DIR, b))]
-    if missing:
-        pytest.skip(f"shared books {missing} not found in {mini.DEFAULT_BOOKS_DIR}")
-    folder = tmp_path_factory.mktemp("books")
-    for name in _SMALL_BOOKS:
-        shutil.copy(os.path.join(mini.DEFAULT_BOOKS_DIR, name), folder / name)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,6 @@
 """synth-mini --single-speaker: one espeak-ng voice for every split, the corpus rules otherwise unchanged."""
 
 import json
-import os
-import shutil
 
 import pytest
 
@@ -10,19 +8,7 @@ from speechkit.cli import main
 from speechkit.data import mini
 from speechkit.errors import SynthesisError
 
-_BOOKS = ("a_modest_proposal.txt", "cape_cod.txt")
 _TINY = dict(train_hours=0.004, dev_minutes=0.15, test_minutes=0.15)
-
-
-@pytest.fixture(scope="module")
-def books(tmp_path_factory):
-    missing = [b for b in _BOOKS if not os.path.isfile(os.path.join(mini.DEFAULT_BOOKS_DIR, b))]
-    if missing:
-        pytest.skip(f"shared books {missing} not found in {mini.DEFAULT_BOOKS_DIR}")
-    folder = tmp_path_factory.mktemp("books")
-    for name in _BOOKS:
-        shutil.copy(os.path.join(mini.DEFAULT_BOOKS_DIR, name), folder / name)
-    return str(folder)
 
 
 def test_single_speaker_plan_uses_one_voice_and_keeps_test_sentences_unseen(books):
