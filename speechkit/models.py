@@ -42,9 +42,14 @@ from speechkit.asr.decoding import greedy_decode
 from speechkit.asr.deepspeech2 import DeepSpeech2
 from speechkit.asr.inference import load_run
 from speechkit.asr.lm import LM_BINARY, LM_INFO, LM_UNIGRAMS
+from speechkit.data.durations import tts_text
 from speechkit.errors import ConfigError, KenLMError, RunError, SpeechkitError
 from speechkit.frontend import mu_law_encode
 from speechkit.runs import WEIGHT_DTYPES, RunDir
+from speechkit.text import Vocabulary
+from speechkit.tts.model import AcousticModel, predicted_durations
+from speechkit.tts.synthesis import load_acoustic_model
+from speechkit.tts.text import split_text
 from speechkit.vocoder.generation import load_vocoder
 from speechkit.vocoder.wavenet import WaveNet, conditioning_mel, network_input, silence_class
 
@@ -53,6 +58,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "FAMILIES",
     "DEFAULT_MODELS",
+    "PROBE_TEXTS",
     "models_root",
     "list_models",
     "resolve_model",
@@ -62,17 +68,25 @@ __all__ = [
     "eval_figures",
     "probe_audio",
     "card_summary",
+    "verification_summary",
 ]
 
 logger = logging.getLogger(__name__)
 
 MODELS_ENV = "SPEECHKIT_MODELS"
 MAX_FILE_BYTES = 25_000_000
-FAMILIES = ("asr", "vocoder")
-DEFAULT_MODELS = {"asr": "ds2-mini", "vocoder": "wavenet-mini"}
+FAMILIES = ("asr", "vocoder", "tts")
+DEFAULT_MODELS = {"asr": "ds2-mini", "vocoder": "wavenet-mini", "tts": "tts-mini"}
 LM_DIR = "lm"
 _COPIED = (RunDir.CONFIG, RunDir.VOCABULARY, RunDir.SPEAKERS, RunDir.SUMMARY, RunDir.TRAIN_LOG, RunDir.COMMAND)
 _VOCODER_MIN_AGREEMENT = 0.99
+# TTS packing: predicted durations may move a frame where float16 moves a rounding boundary; the mel,
+# decoded with the original's durations, must stay within this mean absolute log-mel difference.
+_TTS_MIN_DURATION_AGREEMENT = 0.97
+_TTS_MAX_MEAN_MEL_DIFF = 0.05
+PROBE_TEXTS = ("the quick brown fox jumps over the lazy dog.",
+               "she sells sea shells by the sea shore, and the shells she sells are surely sea shells.",
+               "how much wood would a woodchuck chuck if a woodchuck could chuck wood?")
 
 
 # -- Where released models live -- #
@@ -128,7 +142,7 @@ def resolve_model(name_or_path, *, family=None, root=None):
 
     Args:
         name_or_path: str.
-        family: ``"asr"``, ``"vocoder"`` or None; a released model of another family is refused.
+        family: ``"asr"``, ``"vocoder"``, ``"tts"`` or None; a released model of another family is refused.
         root: str or None for ``models_root()``.
 
     Returns:
@@ -256,6 +270,34 @@ def _verify_vocoder(original, packed, audios, *, seconds=0.25):
             "argmax_agreement": agreement, "passed": agreement >= _VOCODER_MIN_AGREEMENT}
 
 
+def _tts_tokens(config, text):
+    vocabulary = Vocabulary(config.model.characters)
+    pieces = split_text(text, max_characters=config.model.max_characters - 2, characters=config.model.characters)
+    return np.asarray([vocabulary.encode(tts_text(pieces[0]))], np.int32)
+
+
+def _verify_tts(original, packed, texts):
+    """Compare the packed acoustic model with the run on ``texts``: durations, and mels decoded with one set."""
+    (model_a, config), (model_b, _) = original, packed
+    agree, total, diffs = 0, 0, []
+    for text in texts:
+        tokens = _tts_tokens(config, text)
+        durations = []
+        for model in (model_a, model_b):
+            encodings, log_durations, mask = model.encode(tokens, training=False)
+            durations.append(predicted_durations(log_durations, mask, max_frames=config.model.max_frames_per_character))
+        agree += int(np.sum(durations[0].numpy() == durations[1].numpy()))
+        total += tokens.shape[1]
+        forced = np.maximum(durations[0].numpy(), (tokens > 0).astype(np.int32))
+        mel_a = model_a((tokens, forced), training=False)[0].numpy()
+        mel_b = model_b((tokens, forced), training=False)[0].numpy()
+        diffs.append(float(np.mean(np.abs(mel_a - mel_b))) * config.model.mel_std)
+    agreement = agree / max(total, 1)
+    return {"utterances": len(texts), "characters": total, "duration_agreement": agreement,
+            "max_mean_abs_diff_log_mel": max(diffs),
+            "passed": agreement >= _TTS_MIN_DURATION_AGREEMENT and max(diffs) <= _TTS_MAX_MEAN_MEL_DIFF}
+
+
 # -- Packing -- #
 
 def _sha256(path):
@@ -342,17 +384,20 @@ def pack_model(run_dir, *, name, root=None, float16=False, force=False, probes=N
     """Write a released model folder ``root/name`` from a finished training run, and verify it.
 
     The folder is assembled under a temporary name beside its destination, loaded back through
-    ``load_run`` / ``load_vocoder`` (the path a user takes), compared with the run on ``probes``,
-    and renamed into place only when the comparison passes: the greedy transcripts must be
-    identical (ASR), or the teacher-forced argmax must agree on at least 99% of samples (vocoder).
+    ``load_run`` / ``load_vocoder`` / ``load_acoustic_model`` (the path a user takes), compared with
+    the run on ``probes``, and renamed into place only when the comparison passes: the greedy
+    transcripts must be identical (ASR), the teacher-forced argmax must agree on at least 99% of
+    samples (vocoder), or the predicted durations must agree on 97% of characters and the mels,
+    decoded with one set of durations, within 0.05 log-mel units on average (TTS).
 
     Args:
-        run_dir: str, a finished ASR or vocoder run (``model.keras``, ``config.yaml``, ``DONE``).
+        run_dir: str, a finished ASR, vocoder or TTS run (``model.keras``, ``config.yaml``, ``DONE``).
         name: str, the model's name and folder name (letters, digits, ``.``, ``-``, ``_``).
         root: str or None for ``models_root()``.
         float16: bool, store the weights in float16 (half the size).
         force: bool, replace an existing ``root/name``.
-        probes: list of float32 [samples] arrays at the model's rate, or None for ``probe_audio()``.
+        probes: list of float32 [samples] arrays at the model's rate, or None for ``probe_audio()``;
+            for a TTS model, list of str (sentences), or None for ``PROBE_TEXTS``.
         figures: dict of str -> number or str, measured figures recorded in the card (for example
             ``{"test_wer_greedy": 0.18}``).
         data: str, what the model was trained on (for the card).
@@ -378,8 +423,11 @@ def pack_model(run_dir, *, name, root=None, float16=False, force=False, probes=N
         family = "asr"
     elif isinstance(model, WaveNet):
         family = "vocoder"
+    elif isinstance(model, AcousticModel):
+        family = "tts"
     else:
-        raise RunError(f"{run.file(RunDir.MODEL)}: neither a DeepSpeech2 nor a WaveNet ({type(model).__name__})")
+        raise RunError(f"{run.file(RunDir.MODEL)}: not a DeepSpeech2, a WaveNet or a TTS AcousticModel "
+                       f"({type(model).__name__})")
     root = models_root() if root is None else root
     out = os.path.join(root, name)
     if os.path.exists(out) and not force:
@@ -421,10 +469,15 @@ def _assemble(run, model, family, tmp, final, *, name, float16, probes, figures,
         logger.warning("%s: kept %d array(s) in float32, float16 cannot hold them: %s", saved["path"],
                        len(saved["kept_float32"]), ", ".join(saved["kept_float32"]))
     given = probes is not None
-    original, packed = (load_run(run), load_run(release)) if family == "asr" else (load_vocoder(run),
-                                                                                   load_vocoder(release))
-    probes = probes if given else probe_audio(sample_rate=original.frontend.sample_rate)
-    verification = (_verify_asr if family == "asr" else _verify_vocoder)(original, packed, probes)
+    if family == "tts":
+        original, packed = load_acoustic_model(run.path), load_acoustic_model(tmp)
+        probes = probes if given else list(PROBE_TEXTS)
+        verification = _verify_tts(original, packed, probes)
+    else:
+        original, packed = (load_run(run), load_run(release)) if family == "asr" else (load_vocoder(run),
+                                                                                       load_vocoder(release))
+        probes = probes if given else probe_audio(sample_rate=original.frontend.sample_rate)
+        verification = (_verify_asr if family == "asr" else _verify_vocoder)(original, packed, probes)
     verification["probe"] = "the caller's utterances" if given else "synthetic signals (probe_audio)"
     if not verification["passed"]:
         raise RunError(f"{saved['path']}: the {dtype} weights do not reproduce {run.file(RunDir.MODEL)} on the probe "
@@ -499,7 +552,8 @@ def _curve(release, max_rows=20):
 def _model_card(card, release, notes):
     name, t = card["name"], card["training"]
     weights = card["files"][RunDir.WEIGHTS]["bytes"]
-    what = "speech recognition (Deep Speech 2, CTC)" if card["family"] == "asr" else "WaveNet vocoder"
+    what = {"asr": "speech recognition (Deep Speech 2, CTC)", "vocoder": "WaveNet vocoder",
+            "tts": "text to speech (FastSpeech-style text-to-mel model)"}[card["family"]]
     lines = [f"# Model card: {name}", "", card["description"] or f"A released {what}.", "",
              "| | |", "|---|---|",
              f"| Family | {what} |",
@@ -508,7 +562,7 @@ def _model_card(card, release, notes):
              f"| Data | {card['data'] or 'not stated'} |",
              f"| Steps / epochs | {_fmt(t['steps'])} / {_fmt(t['epochs'])} (stopped by {_fmt(t['stopped'])}) |",
              f"| Training time | {_fmt(t['wall_hours'])} h wall, {_fmt(t['cpu_hours'])} h CPU |",
-             f"| Best dev WER (training) | {_fmt(t['best_dev_wer'])} |",
+             *([f"| Best dev WER (training) | {_fmt(t['best_dev_wer'])} |"] if card["family"] == "asr" else []),
              f"| Packed | {card['packed']} at revision {card['revision'] or 'unknown'} |", "",
              "## Training command", ""]
     lines += [f"    {c}" for c in card["command"]] or ["Not recorded."]
@@ -522,6 +576,11 @@ def _model_card(card, release, notes):
         lines += [f"    speechkit transcribe --model {name} a.wav", f"    speechkit transcribe --model {name} "
                   "--decoder greedy a.wav", f"    speechkit eval --model {name} --manifest test.jsonl --out report/",
                   f"    speechkit export asr --model {name} --out export/asr"]
+    elif card["family"] == "tts":
+        lines += [f"    speechkit synthesize --model {name} \"Text to speak.\" --out speech/",
+                  f"    speechkit synthesize --model {name} --text-file lines.txt --vocoder-model wavenet-mini --out speech/",
+                  f"    speechkit eval-tts --model {name} --manifest test.jsonl --out report/",
+                  f"    speechkit export tts --model {name} --out export/tts"]
     else:
         lines += [f"    speechkit vocode --model {name} a.wav --out vocoded.wav",
                   f"    speechkit eval-vocoder --model {name} --manifest test.jsonl --out report/",
@@ -534,15 +593,24 @@ def _model_card(card, release, notes):
                   "`decode.yaml` points at it, so beam search uses it on a fresh clone. Rebuild it with:", "",
                   f"    {lm['command']}"]
     v = card["verification"]
-    diff = v.get("max_abs_diff_log_probs", v.get("max_abs_diff_logits"))
     lines += ["", "## Verification", "",
               f"Loaded back from this folder and compared with the training run on {v['utterances']} probe "
-              f"utterance(s) ({v['probe']}): max abs difference {_fmt(diff)}"
-              + (f", greedy transcripts identical on {v['greedy_transcripts_identical']}/{v['utterances']}."
-                 if "greedy_transcripts_identical" in v else f", argmax agreement {v['argmax_agreement']:.4f}.")]
+              f"utterance(s) ({v['probe']}): {verification_summary(v)}."]
     if notes:
         lines += ["", "## Notes", "", notes.strip()]
     return "\n".join(lines) + "\n"
+
+
+def verification_summary(verification):
+    """str, one line on how a packed model matched its run: the largest difference and the family's check."""
+    v = verification
+    if "duration_agreement" in v:
+        return (f"mean abs log-mel difference at most {_fmt(v['max_mean_abs_diff_log_mel'])}, durations agree on "
+                f"{v['duration_agreement']:.4f} of characters")
+    diff = v.get("max_abs_diff_log_probs", v.get("max_abs_diff_logits"))
+    check = (f"greedy transcripts identical on {v['greedy_transcripts_identical']}/{v['utterances']}"
+             if "greedy_transcripts_identical" in v else f"argmax agreement {v['argmax_agreement']:.4f}")
+    return f"max abs difference {_fmt(diff)}, {check}"
 
 
 def card_summary(card):

@@ -297,6 +297,40 @@ def test_cli_synthesize_errors(tiny_run, tmp_path, capsys):
     assert main(["synthesize", "AB", "--run", str(run), "--out", str(tmp_path / "o"), "--vocoder", "wavenet"]) == 2
 
 
+def test_a_packed_tts_model_synthesizes_from_the_cli_like_its_run(tiny_run, tmp_path, monkeypatch, capsys):
+    folder, run, _ = tiny_run
+    root = tmp_path / "models"
+    monkeypatch.setenv("SPEECHKIT_MODELS", str(root))
+    assert main(["models", "pack", str(run), "--name", "tts-mini", "--float16", "--probe",
+                 str(folder / "train.jsonl")]) == 0
+    assert "tts model" in capsys.readouterr().out
+    card = json.loads((root / "tts-mini" / "card.json").read_text())
+    assert card["family"] == "tts" and card["storage"] == "float16" and card["verification"]["passed"]
+    assert card["verification"]["utterances"] == 4 and not (root / "tts-mini" / "model.keras").exists()
+    assert main(["synthesize", "Ab, ba.", "--out", str(tmp_path / "released"), "--griffinlim-iterations", "2"]) == 0
+    assert main(["synthesize", "Ab, ba.", "--run", str(run), "--out", str(tmp_path / "run"),
+                 "--griffinlim-iterations", "2"]) == 0
+    released = audio_io.load(str(tmp_path / "released" / "utt0001.wav"))
+    trained = audio_io.load(str(tmp_path / "run" / "utt0001.wav"))
+    assert released.shape == trained.shape and np.max(np.abs(released - trained)) < 0.05
+    assert main(["eval-tts", "--model", "tts-mini", "--manifest", str(folder / "train.jsonl"), "--out",
+                 str(tmp_path / "eval"), "--limit", "1", "--plots", "0", "--asr", "none",
+                 "--griffinlim-iterations", "2"]) == 0
+    assert main(["synthesize", "AB", "--model", "tts-mini", "--run", str(run), "--out", str(tmp_path / "x")]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_tts_pack_verification_fails_for_another_models_weights(tiny_run):
+    from speechkit.models import PROBE_TEXTS, _verify_tts
+    from speechkit.tts.synthesis import load_acoustic_model
+
+    _, run, _ = tiny_run
+    trained, config = load_acoustic_model(str(run))
+    other = build_model(config, seed=7)
+    assert _verify_tts((trained, config), (trained, config), PROBE_TEXTS)["passed"]
+    assert not _verify_tts((trained, config), (other, config), PROBE_TEXTS)["passed"]
+
+
 @pytest.mark.slow
 def test_exported_tts_round_trips_in_a_fresh_process(tiny_run, tmp_path):
     from speechkit.export.tts import export_tts

@@ -25,12 +25,13 @@ def register(commands, groups):
     q = add_defaults_help(sub.add_parser(
         "pack", help="write models/NAME from a finished run (config, weights, vocabulary or speakers, decode.yaml "
         "with its LM, summary, card) and verify it by loading it back"))
-    q.add_argument("run", help="finished ASR or vocoder run directory (holds model.keras and DONE)")
+    q.add_argument("run", help="finished ASR, vocoder or TTS run directory (holds model.keras and DONE)")
     q.add_argument("--name", required=True, help="released model name, e.g. ds2-mini")
     q.add_argument("--float16", action="store_true", help="store the weights in float16 (half the size)")
     q.add_argument("--force", action="store_true", help="replace an existing released model of that name")
     q.add_argument("--probe", default=None, metavar="MANIFEST",
-                   help="compare packed and original model on these utterances (default: synthetic signals)")
+                   help="compare packed and original model on these utterances, their audio (ASR, vocoder) or their "
+                   "text (TTS) (default: synthetic signals, or fixed sentences)")
     q.add_argument("--probe-limit", type=int, default=4, help="utterances of --probe used")
     q.add_argument("--figure", action="append", default=[], metavar="NAME=VALUE",
                    help="a measured figure for the card, e.g. test_wer_greedy=0.18 (repeatable)")
@@ -46,7 +47,7 @@ def register(commands, groups):
 
 def add_model_argument(parser, family):
     """Add ``--model NAME`` (a released ``family`` model, or a model folder) to ``parser``."""
-    what = "ASR" if family == "asr" else "vocoder"
+    what = {"asr": "ASR", "vocoder": "vocoder", "tts": "TTS"}[family]
     parser.add_argument("--model", default=None, metavar="NAME",
                         help=f"released {what} model (see 'speechkit models') or its folder, instead of RUN")
 
@@ -61,7 +62,7 @@ def model_dir(args, family, *, verb, use_default=False):
 
     Args:
         args: the parsed namespace, with ``run`` and ``model``.
-        family: ``"asr"`` or ``"vocoder"``.
+        family: ``"asr"``, ``"vocoder"`` or ``"tts"``.
         verb: str, the command's name for usage errors.
         use_default: bool, fall back to the released model of ``family`` when neither is given.
 
@@ -137,7 +138,7 @@ def _figures(items):
 def _pack(args):
     from speechkit import audio as audio_io
     from speechkit.data.manifest import read_manifest
-    from speechkit.models import eval_figures, pack_model
+    from speechkit.models import eval_figures, pack_model, verification_summary
     from speechkit.runs import RunDir
 
     figures = {}
@@ -150,8 +151,12 @@ def _pack(args):
     figures.update(_figures(args.figure))
     probes = None
     if args.probe:
-        rate = RunDir(args.run).frontend().sample_rate
-        probes = [audio_io.load(u.audio, sample_rate=rate) for u in read_manifest(args.probe)[:args.probe_limit]]
+        utterances = read_manifest(args.probe)[:args.probe_limit]
+        if _is_tts_run(args.run):
+            probes = [u.text for u in utterances]
+        else:
+            rate = RunDir(args.run).frontend().sample_rate
+            probes = [audio_io.load(u.audio, sample_rate=rate) for u in utterances]
     notes = None
     if args.notes:
         with open(args.notes, encoding="utf-8") as f:
@@ -162,15 +167,25 @@ def _pack(args):
         return 2
     card = pack_model(args.run, name=args.name, float16=args.float16, force=args.force, probes=probes,
                       figures=figures, data=args.data, description=args.description, notes=notes)
-    v = card["verification"]
-    diff = v.get("max_abs_diff_log_probs", v.get("max_abs_diff_logits"))
-    check = (f"greedy transcripts identical on {v['greedy_transcripts_identical']}/{v['utterances']}"
-             if "greedy_transcripts_identical" in v else f"argmax agreement {v['argmax_agreement']:.4f}")
     size = card["files"][RunDir.WEIGHTS]["bytes"]
     print(f"{card['path']}: {card['family']} model, {card['parameters']:,} parameters, weights {card['storage']} "
-          f"{size / 1e6:.2f} MB; verified on {v['utterances']} probe(s): max abs diff {diff:.3g}, {check}"
+          f"{size / 1e6:.2f} MB; verified on {card['verification']['utterances']} probe(s): "
+          f"{verification_summary(card['verification'])}"
           + (f"; LM {card['lm']['path']}/ ({card['lm']['binary_type']})" if card["lm"] else ""))
     return 0
+
+
+def _is_tts_run(run_dir):
+    """Whether ``run_dir``'s ``config.yaml`` is a TTS config (its probes are sentences, not audio)."""
+    from speechkit.errors import ConfigError
+    from speechkit.runs import RunDir
+    from speechkit.tts.config import TTSConfig
+
+    try:
+        RunDir(run_dir).load_config(TTSConfig)
+    except ConfigError:
+        return False
+    return True
 
 
 def _root():

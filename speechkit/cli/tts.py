@@ -4,7 +4,7 @@ import shlex
 import sys
 
 from speechkit.cli import add_defaults_help
-from speechkit.cli.models import model_dir
+from speechkit.cli.models import add_model_argument, model_dir
 
 __all__ = ["register"]
 
@@ -41,7 +41,8 @@ def register(commands, groups):
     p = add_defaults_help(commands.add_parser("synthesize", help="text to speech: text -> mel -> audio"))
     p.add_argument("text", nargs="?", help="the text to speak (or --text-file)")
     p.add_argument("--text-file", default=None, help="UTF-8 file, one utterance per non-empty line")
-    p.add_argument("--run", required=True, help="TTS run directory (holds model.keras and config.yaml)")
+    p.add_argument("--run", default=None, help="TTS run directory (holds model.keras and config.yaml)")
+    add_model_argument(p, "tts")
     p.add_argument("--out", required=True, help="output folder: utt0001.wav, ... and synthesis.jsonl")
     p.add_argument("--vocoder", choices=("griffinlim", "wavenet"), default=None,
                    help="mel inversion; default: wavenet when --vocoder-model or --vocoder-run is given, else "
@@ -57,7 +58,8 @@ def register(commands, groups):
 
     p = add_defaults_help(commands.add_parser(
         "eval-tts", help="synthesise held-out sentences: ASR WER next to the recordings', MCD-DTW, RTF"))
-    p.add_argument("--run", required=True, help="TTS run directory")
+    p.add_argument("--run", default=None, help="TTS run directory")
+    add_model_argument(p, "tts")
     p.add_argument("--manifest", required=True, help="held-out utterances (JSONL): their text and recordings")
     p.add_argument("--out", required=True, help="report folder (report.json, report.md, wav/, png/)")
     p.add_argument("--asr", default="ds2-mini", metavar="RUN_OR_NAME",
@@ -73,7 +75,8 @@ def register(commands, groups):
 
     p = add_defaults_help(groups["export"].add_parser(
         "tts", help="export a TTS run as a SavedModel: string in, float32 waveform out (Griffin-Lim in the graph)"))
-    p.add_argument("run", help="TTS run directory")
+    p.add_argument("run", nargs="?", help="TTS run directory (holds model.keras); omit with --model")
+    add_model_argument(p, "tts")
     p.add_argument("--out", required=True, help="export directory (replaced if it exists)")
     p.add_argument("--griffinlim-iterations", type=int, default=32)
     p.set_defaults(func=_export)
@@ -155,7 +158,10 @@ def _synthesize(args):
             raise TextError(f"{args.text_file}: holds no text")
     else:
         texts = [args.text]
-    synthesizer = load_synthesizer(args.run, vocoder=kind, vocoder_dir=vocoder_dir,
+    run_dir = model_dir(args, "tts", verb="synthesize", use_default=True)
+    if run_dir is None:
+        return 2
+    synthesizer = load_synthesizer(run_dir, vocoder=kind, vocoder_dir=vocoder_dir,
                                    griffinlim_iterations=args.griffinlim_iterations)
     listing = synthesize_to_dir(synthesizer, texts, args.out, speed=args.speed, temperature=args.temperature,
                                 seed=args.seed)
@@ -175,6 +181,9 @@ def _eval(args):
     if choice is None:
         return 2
     kind, vocoder_dir = choice
+    run_dir = model_dir(args, "tts", verb="eval-tts", use_default=True)
+    if run_dir is None:
+        return 2
     utterances = read_manifest(args.manifest)[:args.limit]
     recognizer = None
     if args.asr != "none":
@@ -182,7 +191,7 @@ def _eval(args):
         from speechkit.models import resolve_model
 
         recognizer = load_run(resolve_model(args.asr, family="asr"))
-    synthesizer = load_synthesizer(args.run, vocoder=kind, vocoder_dir=vocoder_dir,
+    synthesizer = load_synthesizer(run_dir, vocoder=kind, vocoder_dir=vocoder_dir,
                                    griffinlim_iterations=args.griffinlim_iterations)
     report = evaluate_tts(synthesizer, utterances, out_dir=args.out, recognizer=recognizer, plots=args.plots,
                           command=_command())
@@ -198,7 +207,10 @@ def _eval(args):
 def _export(args):
     from speechkit.export.tts import export_tts
 
-    info = export_tts(args.run, args.out, griffinlim_iterations=args.griffinlim_iterations)
+    run_dir = model_dir(args, "tts", verb="export tts")
+    if run_dir is None:
+        return 2
+    info = export_tts(run_dir, args.out, griffinlim_iterations=args.griffinlim_iterations)
     print(f"{args.out}: SavedModel ({info['signature']}: text string -> waveform float32) in "
           f"{info['export_seconds']:.1f} s")
     return 0

@@ -131,7 +131,10 @@ class Synthesizer:
 
 
 def load_acoustic_model(run_dir):
-    """(AcousticModel, TTSConfig) of a TTS run: ``model.keras`` checked against ``config.yaml``.
+    """(AcousticModel, TTSConfig) of a TTS run or released model, checked against ``config.yaml``.
+
+    A run holds ``model.keras``; a released model (``speechkit models pack``) holds ``weights.npz``
+    (float32 or float16), loaded into a model built from ``config.yaml``.
 
     Raises:
         RunError: missing or unreadable files, or not an acoustic model.
@@ -139,6 +142,10 @@ def load_acoustic_model(run_dir):
     """
     run = RunDir(run_dir)
     config = run.load_config(TTSConfig)
+    if not run.exists(run.MODEL) and run.exists(run.WEIGHTS):
+        model = AcousticModel(config.model, n_mels=config.frontend.n_mels, name="acoustic_model")
+        model.build()
+        return run.load_weights(model), config
     model = run.load_model(cls=AcousticModel)
     if model.config != config.model:
         raise ConfigError(f"{run.file(run.MODEL)}: the model's config differs from {run.file(run.CONFIG)}")
