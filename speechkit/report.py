@@ -92,13 +92,20 @@ def _eval_sets(root):
     return eval_sets
 
 
+def _card(run_dir):
+    """The model card in ``run_dir``, or None when it is a training run (or not given)."""
+    if run_dir and os.path.isfile(os.path.join(run_dir, RunDir.CARD)):
+        return _read_json(os.path.join(run_dir, RunDir.CARD))
+    return None
+
+
 def _released_card(eval_sets):
     """The model card of the released model the ``eval_released`` reports were made with, or None."""
     for reports in eval_sets.values():
         for report in reports.values():
-            run_dir = (report or {}).get("run_dir")
-            if run_dir and os.path.isfile(os.path.join(run_dir, RunDir.CARD)):
-                return _read_json(os.path.join(run_dir, RunDir.CARD))
+            card = _card((report or {}).get("run_dir"))
+            if card:
+                return card
     return None
 
 
@@ -108,6 +115,7 @@ def collect(exp_dir):
     released = _eval_sets(os.path.join(exp_dir, "eval_released"))
     asr, vocoder, tts = _run(exp_dir, "asr"), _run(exp_dir, "vocoder"), _run(exp_dir, "tts")
     decode = _from_run(asr, RunDir.DECODE, asr.decode_config) if asr else None
+    tts_eval = _read_json(os.path.join(exp_dir, "tts_eval", "report.json"))
     vocoder_model, vocoder_frontend = _vocoder_description(vocoder)
     return {
         "exp_dir": os.path.abspath(exp_dir),
@@ -124,7 +132,8 @@ def collect(exp_dir):
         "vocoder_model": vocoder_model,
         "vocoder_frontend": vocoder_frontend,
         "tts_training": _from_run(tts, RunDir.SUMMARY, tts.summary) if tts else None,
-        "tts_eval": _read_json(os.path.join(exp_dir, "tts_eval", "report.json")),
+        "tts_eval": tts_eval,
+        "tts_released_card": _card(((tts_eval or {}).get("summary") or {}).get("tts_run")),
         "exports": {name: os.path.abspath(os.path.join(exp_dir, "export", name))
                     for name in ("asr", "vocoder") if os.path.isdir(os.path.join(exp_dir, "export", name))},
     }
@@ -240,10 +249,15 @@ def _released_lines(reports, released, card):
     return lines + [""]
 
 
-def _tts_lines(training, evaluation, rows=4):
+def _tts_lines(training, evaluation, released=None, rows=4):
     """The text-to-speech section: training, the intelligibility pair, MCD-DTW, RTF, and listening examples."""
     lines = ["## Text to speech (tts-mini)", ""]
-    if training:
+    if released:
+        t = released.get("training") or {}
+        lines += [f"The released model `{released['name']}` ({t.get('steps')} steps, {_num(t, 'wall_hours'):.2f} h "
+                  f"of training; its card: `models/{released['name']}/README.md`), evaluated on this run's held-out "
+                  "sentences.", ""]
+    elif training:
         lines += [f"Training: {training.get('step')} steps ({_num(training, 'epochs_done'):.1f} epochs), stopped by "
                   f"{str(training.get('stopped')).replace('_', ' ')}; durations from CTC forced alignment.", ""]
     if not evaluation:
@@ -345,7 +359,7 @@ def _markdown(data, exp_dir, curves_png):
             if "png" in row:
                 lines += ["", f"![{row['id']}](vocoder_eval/{row['png']})", ""]
         lines.append("")
-    lines += _tts_lines(data.get("tts_training"), data.get("tts_eval"))
+    lines += _tts_lines(data.get("tts_training"), data.get("tts_eval"), data.get("tts_released_card"))
     lines += ["## Exported models", ""]
     if data["exports"]:
         lines += [f"- {name}: `{path}`" for name, path in data["exports"].items()]

@@ -115,3 +115,20 @@ def test_report_shows_the_tts_evaluation(tmp_path):
     assert "![u1](tts_eval/png/u1.png)" in text
     (tmp_path / "plain").mkdir()
     assert "No TTS evaluation yet" in write_report_text(tmp_path / "plain")
+
+
+def test_report_names_the_released_tts_model_it_evaluated(tmp_path):
+    exp, _ = _exp(tmp_path)
+    released = tmp_path / "models" / "tts-mini"
+    released.mkdir(parents=True)
+    (released / "card.json").write_text(json.dumps({"name": "tts-mini", "family": "tts",
+                                                    "training": {"steps": 4200, "wall_hours": 1.1}}))
+    (exp / "tts_eval").mkdir()
+    (exp / "tts_eval" / "report.json").write_text(json.dumps({
+        "summary": {"utterances": 1, "tts_run": str(released), "vocoder": "griffinlim", "seconds_synthesized": 2.0,
+                    "rtf": 0.3, "mcd_dtw_mel_db": 20.0},
+        "utterances": [{"id": "u1", "text": "HI", "wav": "wav/u1.wav"}]}))
+    text = write_report_text(exp)
+    section = text[text.index("## Text to speech"):]
+    assert section.startswith("## Text to speech (tts-mini)\n\n"
+                              "The released model `tts-mini` (4200 steps, 1.10 h of training")

@@ -10,6 +10,8 @@
 #                                   optional text to speech (stage 10): a single-speaker corpus in $tts_data, its
 #                                   durations from the released ASR model (CTC forced alignment), a TTS model trained
 #                                   for at most $tts_budget min into $exp/tts, evaluated into $exp/tts_eval
+#   release_tts                     optional released TTS model (a folder): stage 10 evaluates it instead of
+#                                   aligning and training one
 #   release_asr                     optional released ASR model (a name or folder): stage 6 evaluates it next
 #                                   to the run ($exp/eval_released, side by side in the report), and it
 #                                   recognises stage 8's round trip, so the vocoder is judged by a model that works
@@ -83,13 +85,20 @@ run_model_stages() {
   fi
   if stage_enabled 10 && [ -n "${tts_data:-}" ]; then
     local aligner=${release:-$exp/asr}
-    log "Stage 10: text to speech: single-speaker corpus, durations by $aligner, $(basename "$tts_config" .yaml) for at most $tts_budget min: $tts_data -> $exp/tts, $exp/tts_eval"
+    if [ -n "${release_tts:-}" ]; then
+      log "Stage 10: text to speech: single-speaker corpus, the released $release_tts on its test sentences: $tts_data -> $exp/tts_eval"
+    else
+      log "Stage 10: text to speech: single-speaker corpus, durations by $aligner, $(basename "$tts_config" .yaml) for at most $tts_budget min: $tts_data -> $exp/tts, $exp/tts_eval"
+    fi
     speechkit data synth-mini --out "$tts_data" --single-speaker "${tts_synth_args[@]}"
-    [ -s "$tts_data/train.durations.jsonl" ] || speechkit data durations "$tts_data/train.jsonl" --model "$aligner" \
-      --config "$tts_config" --out "$tts_data/train.durations.jsonl"
-    [ -f "$exp/tts/DONE" ] || speechkit train tts --config "$tts_config" --train "$tts_data/train.jsonl" \
-      --durations "$tts_data/train.durations.jsonl" --out "$exp/tts" --time-budget "$tts_budget" --quiet
-    [ -s "$exp/tts_eval/report.json" ] || speechkit eval-tts --run "$exp/tts" --manifest "$tts_data/test.jsonl" \
+    local tts_model=${release_tts:-$exp/tts}
+    if [ -z "${release_tts:-}" ]; then
+      [ -s "$tts_data/train.durations.jsonl" ] || speechkit data durations "$tts_data/train.jsonl" --model "$aligner" \
+        --config "$tts_config" --out "$tts_data/train.durations.jsonl"
+      [ -f "$exp/tts/DONE" ] || speechkit train tts --config "$tts_config" --train "$tts_data/train.jsonl" \
+        --durations "$tts_data/train.durations.jsonl" --out "$exp/tts" --time-budget "$tts_budget" --quiet
+    fi
+    [ -s "$exp/tts_eval/report.json" ] || speechkit eval-tts --model "$tts_model" --manifest "$tts_data/test.jsonl" \
       --out "$exp/tts_eval" --asr "$aligner" --limit "$tts_eval_limit"
   fi
   if stage_enabled 11; then

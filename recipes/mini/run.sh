@@ -5,10 +5,12 @@
 # Usage: recipes/mini/run.sh [--stage N] [--stop-stage N] [--exp DIR] [--data DIR] [--seed N]
 #   Stages: 1 corpus, 2 manifests, 3 LM, 4 ASR training, 5 alpha/beta tuning, 6 ASR eval,
 #           7 vocoder training, 8 vocoder eval + round trip, 9 export, 10 text to speech (single-speaker corpus,
-#           forced-alignment durations, tts-mini, evaluation), 11 report. Finished stages are skipped.
+#           the released tts-mini or forced-alignment durations and a short training, evaluation), 11 report.
+#           Finished stages are skipped.
 #   FAST=1 recipes/mini/run.sh   runs a tiny smoke version (about 5 min; its figures mean nothing).
 #   The released models/ds2-mini is evaluated on the same test set and recognises the vocoder round trip
-#   (RELEASE_ASR= turns that off).
+#   (RELEASE_ASR= turns that off). Stage 10 evaluates the released models/tts-mini on the single-speaker test
+#   sentences; RELEASE_TTS= aligns and trains a TTS model for TTS_BUDGET minutes instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common/stages.sh
@@ -48,5 +50,7 @@ asr_config=models/ds2-mini.yaml vocoder_config=models/wavenet-mini.yaml vocoder_
 tts_data=${data%/}-tts tts_config=models/tts-mini.yaml
 release_asr=${RELEASE_ASR-models/ds2-mini}  # the released model, next to this run in the report (empty: skip)
 [ -z "$release_asr" ] || [ -s "$release_asr/card.json" ] || release_asr=""
+release_tts=${RELEASE_TTS-models/tts-mini}  # stage 10 evaluates it instead of training one (empty: train)
+[ -z "$release_tts" ] || [ -s "$release_tts/card.json" ] || release_tts=""
 run_model_stages
 log "Done: $exp/report.md [elapsed=${SECONDS}s]"
