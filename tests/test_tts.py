@@ -307,15 +307,16 @@ def test_a_packed_tts_model_synthesizes_from_the_cli_like_its_run(tiny_run, tmp_
     card = json.loads((root / "tts-mini" / "card.json").read_text())
     assert card["family"] == "tts" and card["storage"] == "float16" and card["verification"]["passed"]
     assert card["verification"]["utterances"] == 4 and not (root / "tts-mini" / "model.keras").exists()
-    assert main(["synthesize", "Ab, ba.", "--out", str(tmp_path / "released"), "--griffinlim-iterations", "2"]) == 0
-    assert main(["synthesize", "Ab, ba.", "--run", str(run), "--out", str(tmp_path / "run"),
+    assert main(["synthesize", "Ab, ba.", "--out", str(tmp_path / "released"), "--vocoder", "griffinlim",
                  "--griffinlim-iterations", "2"]) == 0
+    assert main(["synthesize", "Ab, ba.", "--run", str(run), "--out", str(tmp_path / "run"),
+                 "--vocoder", "griffinlim", "--griffinlim-iterations", "2"]) == 0
     released = audio_io.load(str(tmp_path / "released" / "utt0001.wav"))
     trained = audio_io.load(str(tmp_path / "run" / "utt0001.wav"))
     assert released.shape == trained.shape and np.max(np.abs(released - trained)) < 0.05
     assert main(["eval-tts", "--model", "tts-mini", "--manifest", str(folder / "train.jsonl"), "--out",
                  str(tmp_path / "eval"), "--limit", "1", "--plots", "0", "--asr", "none",
-                 "--griffinlim-iterations", "2"]) == 0
+                 "--vocoder", "griffinlim", "--griffinlim-iterations", "2"]) == 0
     assert main(["synthesize", "AB", "--model", "tts-mini", "--run", str(run), "--out", str(tmp_path / "x")]) == 2
     assert "not both" in capsys.readouterr().err
 
@@ -374,7 +375,7 @@ def test_eval_tts_writes_a_report(tiny_run, tmp_path):
     folder, run, _ = tiny_run
     out = tmp_path / "eval"
     assert main(["eval-tts", "--run", str(run), "--manifest", str(folder / "train.jsonl"), "--out", str(out),
-                 "--limit", "2", "--plots", "1", "--asr", "none", "--griffinlim-iterations", "2"]) == 0
+                 "--limit", "2", "--plots", "1", "--asr", "none", "--vocoder", "griffinlim", "--griffinlim-iterations", "2"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["utterances"] == 2 and report["summary"]["rtf"] > 0
     assert (out / report["utterances"][0]["png"]).exists() and "png" not in report["utterances"][1]
@@ -443,3 +444,18 @@ def test_the_preset_predicts_exactly_the_wavenet_mini_conditioning_features():
     assert tts.frontend == VocoderConfig.load(os.path.join(repo, "models", "wavenet-mini.yaml")).frontend
     with pytest.raises(ConfigError, match="normalize: false"):
         TTSConfig.from_dict({"frontend": {"kind": "mel", "normalize": True}})
+
+
+def test_the_released_vocoder_is_the_default_mel_inversion(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from speechkit.cli.tts import _vocoder_choice
+
+    monkeypatch.setenv("SPEECHKIT_MODELS", str(tmp_path))
+    args = Namespace(vocoder=None, vocoder_model=None, vocoder_run=None)
+    assert _vocoder_choice(args, "synthesize") == ("griffinlim", None)
+    (tmp_path / "wavenet-mini").mkdir()
+    (tmp_path / "wavenet-mini" / "card.json").write_text(json.dumps({"name": "wavenet-mini", "family": "vocoder"}))
+    assert _vocoder_choice(args, "synthesize") == ("wavenet", str(tmp_path / "wavenet-mini"))
+    assert _vocoder_choice(Namespace(vocoder="griffinlim", vocoder_model=None, vocoder_run=None),
+                           "synthesize") == ("griffinlim", None)

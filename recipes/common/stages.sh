@@ -37,6 +37,23 @@ parse_recipe_options() {
   done
 }
 
+# save_campaign RUN DEST FILE...: copy a run's resumable checkpoint (the listed files of RUN, its backup
+# weights and position) into DEST, replacing it, for the next campaign on another machine (commit DEST).
+# model.keras stays behind (a release holds the best model), so the saved position forgets the best dev
+# figure: the next campaign's first dev evaluation then writes a model.
+save_campaign() {
+  local run=$1 dest=$2; shift 2
+  rm -rf "$dest.tmp" && mkdir -p "$dest.tmp/backup"
+  local name; for name in "$@"; do cp "$run/$name" "$dest.tmp/"; done
+  cp "$run/backup"/ckpt-*.weights.h5 "$dest.tmp/backup/"
+  python - "$run/backup/state.json" "$dest.tmp/backup/state.json" <<'PY'
+import json, sys
+state = json.load(open(sys.argv[1]))
+json.dump(dict(state, best=None), open(sys.argv[2], "w"), indent=2)
+PY
+  rm -rf "$dest" && mv "$dest.tmp" "$dest"
+}
+
 run_model_stages() {
   local first_test=${test%% *} release=${release_asr:-}
   if stage_enabled 3; then

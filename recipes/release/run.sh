@@ -85,16 +85,6 @@ if stage_enabled 7; then
 fi
 if stage_enabled 8; then
   log "Stage 8: save the resumable checkpoint (weights, optimizer, position): $exp/asr -> $campaign"
-  rm -rf "$campaign.tmp" && mkdir -p "$campaign.tmp/backup"
-  cp "$exp/asr/config.yaml" "$exp/asr/vocabulary.json" "$exp/asr/train_log.csv" "$exp/asr/command.txt" "$campaign.tmp/"
-  cp "$exp/asr/backup"/ckpt-*.weights.h5 "$campaign.tmp/backup/"
-  # model.keras stays behind (the release holds the best model), so the saved position forgets the best dev
-  # WER: the next campaign's first dev evaluation then writes a model.
-  python - "$exp/asr/backup/state.json" "$campaign.tmp/backup/state.json" <<'PY'
-import json, sys
-state = json.load(open(sys.argv[1]))
-json.dump(dict(state, best=None), open(sys.argv[2], "w"), indent=2)
-PY
-  rm -rf "$campaign" && mv "$campaign.tmp" "$campaign"
+  save_campaign "$exp/asr" "$campaign" config.yaml vocabulary.json train_log.csv command.txt
 fi
 log "Done: $exp [elapsed=${SECONDS}s]"

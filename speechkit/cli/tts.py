@@ -45,8 +45,8 @@ def register(commands, groups):
     add_model_argument(p, "tts")
     p.add_argument("--out", required=True, help="output folder: utt0001.wav, ... and synthesis.jsonl")
     p.add_argument("--vocoder", choices=("griffinlim", "wavenet"), default=None,
-                   help="mel inversion; default: wavenet when --vocoder-model or --vocoder-run is given, else "
-                   "griffinlim")
+                   help="mel inversion; default: wavenet with --vocoder-model, --vocoder-run or else the released "
+                   "vocoder (wavenet-mini), griffinlim when none is released")
     p.add_argument("--vocoder-model", default=None, metavar="NAME",
                    help="released vocoder (see 'speechkit models') or its folder")
     p.add_argument("--vocoder-run", default=None, metavar="RUN", help="vocoder run directory")
@@ -67,7 +67,8 @@ def register(commands, groups):
     p.add_argument("--limit", type=int, default=None, help="first N utterances of the manifest")
     p.add_argument("--plots", type=int, default=4, help="utterances with spectrogram PNGs")
     p.add_argument("--vocoder", choices=("griffinlim", "wavenet"), default=None,
-                   help="default: wavenet when --vocoder-model or --vocoder-run is given, else griffinlim")
+                   help="default: wavenet with --vocoder-model, --vocoder-run or else the released vocoder, "
+                   "griffinlim when none is released")
     p.add_argument("--vocoder-model", default=None, metavar="NAME", help="released vocoder or its folder")
     p.add_argument("--vocoder-run", default=None, metavar="RUN", help="vocoder run directory")
     p.add_argument("--griffinlim-iterations", type=int, default=32)
@@ -129,12 +130,25 @@ def _vocoder_choice(args, verb):
     vocoder_dir = args.vocoder_run
     if args.vocoder_model is not None:
         vocoder_dir = resolve_model(args.vocoder_model, family="vocoder")
+    elif vocoder_dir is None and args.vocoder != "griffinlim":
+        vocoder_dir = _released_vocoder()
     kind = args.vocoder or ("wavenet" if vocoder_dir else "griffinlim")
     if kind == "wavenet" and vocoder_dir is None:
         print(f"speechkit {verb}: error: --vocoder wavenet needs --vocoder-model NAME or --vocoder-run RUN",
               file=sys.stderr)
         return None
     return kind, vocoder_dir
+
+
+def _released_vocoder():
+    """The released vocoder's folder (``wavenet-mini``), or None when none is released."""
+    from speechkit.errors import RunError
+    from speechkit.models import default_model
+
+    try:
+        return default_model("vocoder")
+    except RunError:
+        return None
 
 
 def _synthesize(args):
