@@ -533,6 +533,9 @@ def _curve(release, max_rows=20):
     if len(lines) < 2:
         return "`train_log.csv` holds no epochs.\n"
     header, rows = lines[0], lines[1:]
+    # Keras' CSVLogger adds a val_ column per metric, all "NA" when the run has no validation data.
+    shown = [i for i in range(len(header)) if any(i < len(row) and row[i] != "NA" for row in rows)]
+    header, rows = [header[i] for i in shown], [[row[i] if i < len(row) else "" for i in shown] for row in rows]
     if len(rows) > max_rows:
         keep = sorted(set(np.linspace(0, len(rows) - 1, max_rows).round().astype(int)))
         rows = [rows[i] for i in keep]
