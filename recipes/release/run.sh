@@ -12,6 +12,9 @@
 #   INIT_FROM=RUN|MODEL starts a new campaign (no $exp/asr yet) from those weights instead of the committed
 #   checkpoint: the way to change the preset's schedule or augmentation, or the corpus, between campaigns.
 #   Stages 1-3 skip finished work; 4-8 run again on each call, so one call is one campaign.
+#   AUGMENT=1 trains on the corpus plus augmented copies (stage 2: `speechkit data augment`, speed 0.9 and 1.1
+#   and one noisy copy at 5-25 dB SNR of pink, brown or babble noise, into $data/augmented): a new corpus, so the
+#   first such campaign needs INIT_FROM, and every later one the same AUGMENT.
 #   FAST=1 recipes/release/run.sh   runs a tiny smoke version (its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,6 +34,8 @@ else
   tune_args=(--alphas 0.5 0.75 1.0 1.25 1.5 2.0 --betas 0.0 0.5 1.0 2.0 3.0 --beam-width 64 --jobs 2)
 fi
 parse_recipe_options "$@"
+train=$data/train.jsonl
+[ "${AUGMENT:-0}" = 1 ] && train=$data/augmented/train.jsonl
 if [ "${FAST:-0}" = 1 ]; then
   pack_root=$exp/models; campaign=$exp/campaign
 else
@@ -48,6 +53,11 @@ if stage_enabled 2; then
   for split in train dev test; do
     [ -s "$data/$split.jsonl" ] || speechkit data import-librispeech "$data/$split" --out "$data/$split.jsonl"
   done
+  if [ "${AUGMENT:-0}" = 1 ]; then
+    log "Stage 2: augmented copies (speed 0.9, 1.1; one noisy copy): $data/train.jsonl -> $train"
+    speechkit data augment "$data/train.jsonl" --out "$data/augmented" --speeds 0.9 1.1 --noise pink brown babble \
+      --snr 5 25 --noisy-copies 1 --seed "$seed"
+  fi
 fi
 if stage_enabled 3; then
   log "Stage 3: build the pruned $lm_order-gram LM (trie, shipped with the model): $data/lm_text.txt -> $exp/lm"
@@ -55,14 +65,14 @@ if stage_enabled 3; then
     --prune "${lm_prune[@]}" --binary-type trie
 fi
 if stage_enabled 4; then
-  log "Stage 4: a $asr_budget-minute campaign of $(basename "$asr_config" .yaml), resuming: $data/train.jsonl -> $exp/asr"
+  log "Stage 4: a $asr_budget-minute campaign of $(basename "$asr_config" .yaml), resuming: $train -> $exp/asr"
   if [ -n "${INIT_FROM:-}" ]; then
     asr_args+=(--init-from "$INIT_FROM")
   elif [ ! -d "$exp/asr" ] && [ -s "$campaign/backup/state.json" ]; then
     log "Stage 4: no $exp/asr yet: continuing the committed campaign checkpoint $campaign"
     mkdir -p "$exp/asr" && cp -r "$campaign/." "$exp/asr/"
   fi
-  speechkit train asr --config "$asr_config" --train "$data/train.jsonl" --dev "$data/dev.jsonl" --out "$exp/asr" \
+  speechkit train asr --config "$asr_config" --train "$train" --dev "$data/dev.jsonl" --out "$exp/asr" \
     --time-budget "$asr_budget" --quiet "${asr_args[@]}"
 fi
 if stage_enabled 5; then
