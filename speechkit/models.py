@@ -284,7 +284,7 @@ def _verify_tts(original, packed, texts):
         tokens = _tts_tokens(config, text)
         durations = []
         for model in (model_a, model_b):
-            encodings, log_durations, mask = model.encode(tokens, training=False)
+            _, log_durations, mask = model.encode(tokens, training=False)
             durations.append(predicted_durations(log_durations, mask, max_frames=config.model.max_frames_per_character))
         agree += int(np.sum(durations[0].numpy() == durations[1].numpy()))
         total += tokens.shape[1]
@@ -478,7 +478,8 @@ def _assemble(run, model, family, tmp, final, *, name, float16, probes, figures,
                                                                                        load_vocoder(release))
         probes = probes if given else probe_audio(sample_rate=original.frontend.sample_rate)
         verification = (_verify_asr if family == "asr" else _verify_vocoder)(original, packed, probes)
-    verification["probe"] = "the caller's utterances" if given else "synthetic signals (probe_audio)"
+    verification["probe"] = ("the caller's utterances" if given else
+                             "fixed sentences (PROBE_TEXTS)" if family == "tts" else "synthetic signals (probe_audio)")
     if not verification["passed"]:
         raise RunError(f"{saved['path']}: the {dtype} weights do not reproduce {run.file(RunDir.MODEL)} on the probe "
                        f"({json.dumps({k: v for k, v in verification.items() if k != 'passed'})})")
@@ -581,7 +582,7 @@ def _model_card(card, release, notes):
                   f"    speechkit export asr --model {name} --out export/asr"]
     elif card["family"] == "tts":
         lines += [f"    speechkit synthesize --model {name} \"Text to speak.\" --out speech/",
-                  f"    speechkit synthesize --model {name} --text-file lines.txt --vocoder-model wavenet-mini --out speech/",
+                  f"    speechkit synthesize --model {name} --text-file lines.txt --vocoder griffinlim --out speech/",
                   f"    speechkit eval-tts --model {name} --manifest test.jsonl --out report/",
                   f"    speechkit export tts --model {name} --out export/tts"]
     else:

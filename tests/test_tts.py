@@ -375,7 +375,8 @@ def test_eval_tts_writes_a_report(tiny_run, tmp_path):
     folder, run, _ = tiny_run
     out = tmp_path / "eval"
     assert main(["eval-tts", "--run", str(run), "--manifest", str(folder / "train.jsonl"), "--out", str(out),
-                 "--limit", "2", "--plots", "1", "--asr", "none", "--vocoder", "griffinlim", "--griffinlim-iterations", "2"]) == 0
+                 "--limit", "2", "--plots", "1", "--asr", "none", "--vocoder", "griffinlim",
+                 "--griffinlim-iterations", "2"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["utterances"] == 2 and report["summary"]["rtf"] > 0
     assert (out / report["utterances"][0]["png"]).exists() and "png" not in report["utterances"][1]
