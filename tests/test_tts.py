@@ -297,6 +297,21 @@ def test_cli_synthesize_errors(tiny_run, tmp_path, capsys):
     assert main(["synthesize", "AB", "--run", str(run), "--out", str(tmp_path / "o"), "--vocoder", "wavenet"]) == 2
 
 
+def test_cli_synthesize_writes_one_text_to_an_audio_file(tiny_run, tmp_path, capsys):
+    _, run, _ = tiny_run
+    out = tmp_path / "new" / "hello.flac"
+    assert main(["synthesize", "Ab, ba.", "--run", str(run), "--out", str(out), "--vocoder", "griffinlim",
+                 "--griffinlim-iterations", "2"]) == 0
+    assert "hello.flac: " in capsys.readouterr().out
+    audio = audio_io.load(str(out))
+    folder = load_synthesizer(str(run), griffinlim_iterations=2).synthesize("Ab, ba.")["audio"]
+    assert audio.shape == folder.shape and not (tmp_path / "new" / "synthesis.jsonl").exists()
+    (tmp_path / "lines.txt").write_text("AB\nBA\n")
+    assert main(["synthesize", "--text-file", str(tmp_path / "lines.txt"), "--run", str(run), "--out",
+                 str(tmp_path / "two.wav")]) == 2
+    assert "holds 2 texts; give a folder" in capsys.readouterr().err and not (tmp_path / "two.wav").exists()
+
+
 def test_a_packed_tts_model_synthesizes_from_the_cli_like_its_run(tiny_run, tmp_path, monkeypatch, capsys):
     folder, run, _ = tiny_run
     root = tmp_path / "models"

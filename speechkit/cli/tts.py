@@ -4,7 +4,7 @@ import shlex
 import sys
 
 from speechkit.cli import add_defaults_help
-from speechkit.cli.models import add_model_argument, model_dir
+from speechkit.cli.models import add_model_argument, looks_like_audio, model_dir
 
 __all__ = ["register"]
 
@@ -43,7 +43,9 @@ def register(commands, groups):
     p.add_argument("--text-file", default=None, help="UTF-8 file, one utterance per non-empty line")
     p.add_argument("--run", default=None, help="TTS run directory (holds model.keras and config.yaml)")
     add_model_argument(p, "tts")
-    p.add_argument("--out", required=True, help="output folder: utt0001.wav, ... and synthesis.jsonl")
+    p.add_argument("--out", required=True,
+                   help="an audio file (hello.wav, .flac, .ogg) for one text, or a folder: utt0001.wav, ... and "
+                   "synthesis.jsonl")
     p.add_argument("--vocoder", choices=("griffinlim", "wavenet"), default=None,
                    help="mel inversion; default: wavenet with --vocoder-model, --vocoder-run or else the released "
                    "vocoder (wavenet-mini), griffinlim when none is released")
@@ -153,7 +155,7 @@ def _released_vocoder():
 
 def _synthesize(args):
     from speechkit.errors import TextError
-    from speechkit.tts.synthesis import load_synthesizer, synthesize_to_dir
+    from speechkit.tts.synthesis import load_synthesizer, synthesize_to_dir, synthesize_to_file
 
     if (args.text is None) == (args.text_file is None):
         print("speechkit synthesize: error: give the text, or --text-file, not both", file=sys.stderr)
@@ -175,8 +177,19 @@ def _synthesize(args):
     run_dir = model_dir(args, "tts", verb="synthesize", use_default=True)
     if run_dir is None:
         return 2
+    to_file = looks_like_audio(args.out)
+    if to_file and len(texts) != 1:
+        print(f"speechkit synthesize: error: --out {args.out} is one audio file, but {args.text_file} holds "
+              f"{len(texts)} texts; give a folder", file=sys.stderr)
+        return 2
     synthesizer = load_synthesizer(run_dir, vocoder=kind, vocoder_dir=vocoder_dir,
                                    griffinlim_iterations=args.griffinlim_iterations)
+    if to_file:
+        result = synthesize_to_file(synthesizer, texts[0], args.out, speed=args.speed, temperature=args.temperature,
+                                    seed=args.seed)
+        print(f"{args.out}: {result['seconds']:.2f} s of audio in {result['synthesis_seconds']:.2f} s (RTF "
+              f"{result['synthesis_seconds'] / max(result['seconds'], 1e-9):.2f}, {kind})")
+        return 0
     listing = synthesize_to_dir(synthesizer, texts, args.out, speed=args.speed, temperature=args.temperature,
                                 seed=args.seed)
     seconds = sum(item["seconds"] for item in listing)

@@ -27,7 +27,7 @@ from speechkit.tts.text import split_text
 from speechkit.vocoder.generation import load_vocoder
 
 __all__ = ["PAUSE_SECONDS", "VOCODERS", "Synthesizer", "load_acoustic_model", "load_synthesizer",
-           "synthesize_to_dir"]
+           "synthesize_to_dir", "synthesize_to_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -197,3 +197,23 @@ def synthesize_to_dir(synthesizer, texts, out_dir, *, speed=1.0, temperature=1.0
                     " | ".join(result["pieces"]))
     atomic_write_text(os.path.join(out_dir, LISTING), "".join(json.dumps(item) + "\n" for item in listing))
     return listing
+
+
+def synthesize_to_file(synthesizer, text, path, *, speed=1.0, temperature=1.0, seed=0):
+    """Speak one text into the audio file ``path`` (its extension picks the format: wav, flac, ogg).
+
+    Returns:
+        dict: ``pieces``, ``frames``, ``seconds``, ``synthesis_seconds`` (``Synthesizer.synthesize``
+        without the audio).
+
+    Raises:
+        TextError: the text is empty or holds characters that cannot be spoken; AudioError: an
+            extension soundfile cannot write.
+    """
+    result = synthesizer.synthesize(text, speed=speed, temperature=temperature, seed=seed)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    audio_io.save(path, result["audio"], sample_rate=synthesizer.frontend.sample_rate)
+    logger.info("%s: %.2f s in %.2f s (%s)", path, result["seconds"], result["synthesis_seconds"],
+                " | ".join(result["pieces"]))
+    return {key: value for key, value in result.items() if key != "audio"}
