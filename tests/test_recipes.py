@@ -62,8 +62,10 @@ def test_mini_recipe_fast_writes_the_report(mini_fast):
     assert "| beam + LM |" in md and "receptive field" in md and "Round trip" in md
     assert "Next to the released model `ds2-mini`" in md
     tts = json.loads((exp / "tts_eval" / "report.json").read_text())["summary"]
-    assert tts["utterances"] == 3 and "wer_synthesized" in tts and (exp / "tts" / "DONE").is_file()
-    assert "## Text to speech (tts-mini)" in md and "tts_eval/wav/" in md
+    # The released tts-mini speaks the held-out sentences; no TTS model is trained.
+    assert tts["utterances"] == 3 and "wer_synthesized" in tts and not (exp / "tts").exists()
+    assert os.path.samefile(tts["tts_run"], os.path.join(REPO, "models", "tts-mini"))
+    assert "## Text to speech (tts-mini)" in md and "The released model `tts-mini`" in md and "tts_eval/wav/" in md
     assert "export/asr" in md and "training_curves.png" in md
     html = (exp / "report.html").read_text()
     assert "data:image/png;base64," in html
@@ -113,12 +115,26 @@ def test_release_recipe_fast_packs_and_saves_a_campaign_that_the_next_call_conti
     proc = _run(args + ["--stage", "4", "--stop-stage", "4"], REPO, {"FAST": "1"})
     assert "continuing the committed campaign checkpoint" in proc.stdout + proc.stderr
     assert f"resuming {exp / 'asr'} at step {state['step']}" in proc.stdout + proc.stderr
+    # The vocoder campaign on the same corpus: train, evaluate, save, continue on a fresh machine, pack.
+    vocoder = ["bash", "recipes/release/vocoder.sh", "--data", str(data), "--exp", str(exp), "--stage", "2"]
+    _run(vocoder + ["--stop-stage", "4"], REPO, {"FAST": "1", "VOCODER_BUDGET": "0.2"})
+    summary = json.loads((exp / "vocoder_eval" / "report.json").read_text())["summary"]
+    assert summary["utterances"] == 2 and "wer_vocoded" in summary and "lsd_db" in summary
+    state = json.loads((exp / "campaign-vocoder" / "backup" / "state.json").read_text())
+    assert state["step"] >= 1 and state["best"] is None
+    (exp / "vocoder").rename(tmp_path / "elsewhere-vocoder")
+    proc = _run(vocoder + ["--stop-stage", "2"], REPO, {"FAST": "1", "VOCODER_BUDGET": "0.1"})
+    assert "continuing the committed campaign checkpoint" in proc.stdout + proc.stderr
+    assert f"resuming {exp / 'vocoder'} at step {state['step']}" in proc.stdout + proc.stderr
+    _run(vocoder[:-1] + ["5"], REPO, {"FAST": "1"})
+    assert json.loads((exp / "models" / "wavenet-mini" / "card.json").read_text())["family"] == "vocoder"
 
 
-@pytest.mark.parametrize("recipe", ["mini", "music", "release", "librispeech"])
+@pytest.mark.parametrize("recipe", ["mini/run.sh", "music/run.sh", "release/run.sh", "release/vocoder.sh",
+                                    "release/tts.sh", "librispeech/run.sh"])
 def test_recipes_share_their_options(recipe):
     """--help prints the whole header comment, up to its last line; an unknown option is refused, naming it."""
-    script = os.path.join(REPO, "recipes", recipe, "run.sh")
+    script = os.path.join(REPO, "recipes", recipe)
     header = []
     for line in open(script).read().splitlines()[1:]:
         if not line.startswith("#"):

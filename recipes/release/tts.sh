@@ -59,6 +59,7 @@ PY
   SPEECHKIT_MODELS=$pack_root speechkit models pack "$exp/tts" --name "$release_name" --float16 --force \
     --probe "$data/test.jsonl" $figures \
     --data "one-voice corpus ($data): synth-mini --single-speaker (espeak-ng en-us+m3) ${synth_args[*]}; durations by ds2-mini; test = held-out sentences" \
-    --description "FastSpeech-style text-to-mel model (characters, 80-bin log-mel), one espeak-ng voice"
+    --description "FastSpeech-style text-to-mel model (characters, 80-bin log-mel), one espeak-ng voice" \
+    --notes recipes/release/tts.md
 fi
 log "Done: $exp [elapsed=${SECONDS}s]"
