@@ -126,7 +126,7 @@ def test_release_recipe_fast_packs_and_saves_a_campaign_that_the_next_call_conti
     proc = _run(vocoder + ["--stop-stage", "2"], REPO, {"FAST": "1", "VOCODER_BUDGET": "0.1"})
     assert "continuing the committed campaign checkpoint" in proc.stdout + proc.stderr
     assert f"resuming {exp / 'vocoder'} at step {state['step']}" in proc.stdout + proc.stderr
-    _run(vocoder[:-1] + ["5"], REPO, {"FAST": "1"})
+    _run(vocoder[:-1] + ["5", "--stop-stage", "5"], REPO, {"FAST": "1"})
     assert json.loads((exp / "models" / "wavenet-mini" / "card.json").read_text())["family"] == "vocoder"
 
 
