@@ -89,7 +89,7 @@ if stage_enabled 7; then
   SPEECHKIT_MODELS=$pack_root speechkit models pack "$exp/asr" --name "$release_name" --float16 --force \
     --probe "$data/test.jsonl" --eval "test_greedy=$exp/eval/greedy/report.json" \
     --eval "test_beam_lm=$exp/eval/beam_lm/report.json" \
-    --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-11} --extra-train-speakers ${EXTRA_SPEAKERS:-360}; test = the mini test set (unseen speakers)" \
+    --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-11} --extra-train-speakers ${EXTRA_SPEAKERS:-360}$([ "${AUGMENT:-0}" = 1 ] && echo ", with speed 0.9/1.1 and noisy copies (AUGMENT=1)"); test = the mini test set (unseen speakers)" \
     --description "Deep Speech 2 mini (3 x BiGRU-192, 80-bin log-mel), trained on 400 synthetic voices" \
     --notes recipes/release/campaigns.md
 fi
