@@ -201,6 +201,30 @@ def test_extra_speakers_grow_train_only(books):
     assert "extra_train_speakers" not in base.settings and plan.settings["extra_train_speakers"] == 30
 
 
+
+def test_train_flite_share_gives_flite_more_train_turns_only(books):
+    sizes = dict(_TINY, train_hours=0.1)
+    base = mini.plan_mini(books, seed=0, extra_train_speakers=30, **sizes)
+    plan = mini.plan_mini(books, seed=0, extra_train_speakers=30, train_flite_share=0.4, **sizes)
+    assert plan.candidates["dev"] == base.candidates["dev"] and plan.candidates["test"] == base.candidates["test"]
+    assert plan.speakers == base.speakers and plan.settings["train_flite_share"] == 0.4
+    engine = {s.id: s.engine for s in plan.speakers}
+
+    def flite_share(items, n):
+        return sum(engine[it.speaker] == "flite" for it in items[:n]) / n
+
+    n = len(plan.candidates["train"])
+    assert n > 200 and flite_share(base.candidates["train"], n) < 0.3
+    for prefix in (10, 50, n):
+        assert abs(flite_share(plan.candidates["train"], prefix) - 0.4) <= 1 / prefix
+    turns = collections.Counter(it.speaker for it in plan.candidates["train"][:200])
+    flite = [s.id for s in plan.speakers if s.split == "train" and s.engine == "flite"]
+    espeak = [s.id for s in plan.speakers if s.split == "train" and s.engine != "flite"]
+    assert max(turns[s] for s in flite) - min(turns[s] for s in flite) <= 1
+    assert max(turns[s] for s in espeak) - min(turns[s] for s in espeak) <= 1
+    with pytest.raises(SpeechkitError, match="flite share"):
+        mini.plan_mini(books, seed=0, train_flite_share=1.0, **_TINY)
+
 def test_layout_is_librispeech_at_16khz(corpus):
     transcripts = _transcripts(corpus)
     summary = json.loads((corpus / "corpus.json").read_text())

@@ -15,6 +15,9 @@
 #   AUGMENT=1 trains on the corpus plus augmented copies (stage 2: `speechkit data augment`, speed 0.9 and 1.1
 #   and one noisy copy at 5-25 dB SNR of pink, brown or babble noise, into $data/augmented): a new corpus, so the
 #   first such campaign needs INIT_FROM, and every later one the same AUGMENT.
+#   FLITE_SHARE=S synthesises a corpus whose training utterances are a share S spoken by flite speakers
+#   (`synth-mini --train-flite-share`; by default each training speaker says as much, and flite's 100 of 400
+#   voices say 17% of it): a new corpus, so give it its own --data and --exp, and INIT_FROM.
 #   FAST=1 recipes/release/run.sh   runs a tiny smoke version (its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,6 +36,7 @@ else
   asr_budget=${ASR_BUDGET:-60}; asr_args=(); lm_order=4; lm_prune=(0 0 1 1)
   tune_args=(--alphas 0.5 0.75 1.0 1.25 1.5 2.0 --betas 0.0 0.5 1.0 2.0 3.0 --beam-width 64 --jobs 2)
 fi
+[ -n "${FLITE_SHARE:-}" ] && synth_args+=(--train-flite-share "$FLITE_SHARE")
 parse_recipe_options "$@"
 train=$data/train.jsonl
 [ "${AUGMENT:-0}" = 1 ] && train=$data/augmented/train.jsonl
@@ -89,7 +93,7 @@ if stage_enabled 7; then
   SPEECHKIT_MODELS=$pack_root speechkit models pack "$exp/asr" --name "$release_name" --float16 --force \
     --probe "$data/test.jsonl" --eval "test_greedy=$exp/eval/greedy/report.json" \
     --eval "test_beam_lm=$exp/eval/beam_lm/report.json" \
-    --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-11} --extra-train-speakers ${EXTRA_SPEAKERS:-360}$([ "${AUGMENT:-0}" = 1 ] && echo ", with speed 0.9/1.1 and noisy copies (AUGMENT=1)"); test = the mini test set (unseen speakers)" \
+    --data "release corpus ($data): synth-mini --train-hours ${TRAIN_HOURS:-11} --extra-train-speakers ${EXTRA_SPEAKERS:-360}${FLITE_SHARE:+ --train-flite-share $FLITE_SHARE}$([ "${AUGMENT:-0}" = 1 ] && echo ", with speed 0.9/1.1 and noisy copies (AUGMENT=1)"); test = the mini test set (unseen speakers)" \
     --description "Deep Speech 2 mini (3 x BiGRU-192, 80-bin log-mel), trained on 400 synthetic voices" \
     --notes recipes/release/campaigns.md
 fi

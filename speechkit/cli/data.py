@@ -41,6 +41,9 @@ def register(commands, groups):
                    help="training speakers added to those of --speakers (more voices, accents and settings, never "
                    "near a dev or test speaker); dev and test stay those of the same seed without them. "
                    "The release corpus: --extra-train-speakers 160 --train-hours 5")
+    p.add_argument("--train-flite-share", type=float, default=None, metavar="SHARE",
+                   help="share of training utterances spoken by flite speakers (default: every training speaker "
+                   "gets the same number); dev and test are unchanged")
     p.add_argument("--max-words", type=int, default=20, help="longest sentence kept, in words")
     p.add_argument("--single-speaker", nargs="?", const="en-us+m3", default=None, metavar="ACCENT+VARIANT",
                    help="one espeak-ng voice speaks every split (a TTS corpus; --speakers, --flite-fraction and "
@@ -118,7 +121,8 @@ def _synth_mini(args):
                          dev_minutes=args.dev_minutes, test_minutes=args.test_minutes, jobs=args.jobs,
                          train_speakers=args.speakers[0], dev_speakers=args.speakers[1], test_speakers=args.speakers[2],
                          flite_fraction=args.flite_fraction, max_words=args.max_words,
-                         extra_train_speakers=args.extra_train_speakers, single_speaker=args.single_speaker)
+                         extra_train_speakers=args.extra_train_speakers, single_speaker=args.single_speaker,
+                         train_flite_share=args.train_flite_share)
     for split, stats in summary["splits"].items():
         print(f"{args.out}/{split}: {stats['utterances']} utterances, {stats['speakers']} speakers, "
               f"{stats['seconds'] / 60:.1f} min (mean {stats['mean_seconds']:.2f} s)")

@@ -485,9 +485,48 @@ def _books_digest(books_dir, books):
     return digest.hexdigest()[:16]
 
 
+class _TrainTurns:
+    """Which speaker says utterance ``k`` of a split's plan.
+
+    By default speakers take turns (``k mod n``). With a flite share ``s``, utterance ``k`` is a flite
+    one when ``floor((k + 1) s) > floor(k s)``, so every prefix of the plan holds the share to within
+    one utterance; flite speakers take turns among the flite utterances and espeak-ng speakers among
+    the others, so each prefix stays balanced within an engine.
+    """
+
+    def __init__(self, speakers, flite_share=None):
+        self.speakers = list(speakers)
+        self.share = flite_share
+        if flite_share is None:
+            return
+        if not 0.0 < flite_share < 1.0:
+            raise SynthesisError(f"the training flite share must lie in (0, 1), received {flite_share!r}")
+        self.flite = [s for s in self.speakers if s.engine == "flite"]
+        self.espeak = [s for s in self.speakers if s.engine != "flite"]
+        if not self.flite or not self.espeak:
+            raise SynthesisError("a training flite share needs flite and espeak-ng training speakers; "
+                                 f"the plan has {len(self.flite)} and {len(self.espeak)}")
+
+    def speaker(self, k):
+        if self.share is None:
+            return self.speakers[k % len(self.speakers)]
+        before = math.floor(k * self.share + 1e-9)
+        if math.floor((k + 1) * self.share + 1e-9) > before:
+            return self.flite[before % len(self.flite)]
+        return self.espeak[(k - before) % len(self.espeak)]
+
+    def mean_seconds(self, sentence):
+        """The expected seconds of ``sentence`` for a speaker drawn as the turns draw them."""
+        def mean(group):
+            return float(np.mean([s.estimate_seconds(sentence) for s in group]))
+        if self.share is None:
+            return mean(self.speakers)
+        return self.share * mean(self.flite) + (1.0 - self.share) * mean(self.espeak)
+
+
 def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minutes=10.0, test_minutes=10.0,
               train_speakers=40, dev_speakers=8, test_speakers=8, flite_fraction=0.25, min_words=3, max_words=20,
-              extra_train_speakers=0, single_speaker=None):
+              extra_train_speakers=0, single_speaker=None, train_flite_share=None):
     """Plan a mini corpus without synthesising anything.
 
     The eligible sentences are shuffled with ``seed`` and cut into three disjoint reserves (test,
@@ -511,6 +550,11 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
         single_speaker: optional str, an espeak-ng ``ACCENT+VARIANT`` that speaks every split
             (``single_speakers``); the speaker counts, ``flite_fraction`` and ``extra_train_speakers``
             are then unused. The sentence reserves are drawn from the same shuffle.
+        train_flite_share: optional float in (0, 1), the share of training utterances spoken by flite
+            speakers (``_TrainTurns``); None gives every training speaker the same number of turns.
+            flite has few voices and little room for distinct settings, so its share of the audio is
+            raised by giving its speakers more sentences, not by adding speakers. Dev and test are
+            unchanged.
 
     Returns:
         MiniPlan.
@@ -538,7 +582,8 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
     candidates, start = {}, 0
     for split in ("test", "dev", "train"):
         split_speakers = [s for s in speakers if s.split == split]
-        mean_estimate = float(np.mean([s.estimate_seconds("x" * round(mean_chars)) for s in split_speakers]))
+        turns = _TrainTurns(split_speakers, train_flite_share if split == "train" else None)
+        mean_estimate = turns.mean_seconds("x" * round(mean_chars))
         size = int(2.5 * targets[split] / mean_estimate) + 20
         if start + size > len(order):
             raise SynthesisError(f"{books_dir}: {len(text.eligible)} eligible sentences of {min_words}-{max_words} "
@@ -548,7 +593,7 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
         items = []
         for k, index in enumerate(order[start:start + size]):
             sentence, chapter = text.eligible[index]
-            spk = split_speakers[k % len(split_speakers)]
+            spk = turns.speaker(k)
             number = numbers[spk.id, chapter]
             numbers[spk.id, chapter] += 1
             utt_id = f"{spk.id}-{chapter}-{number:04d}"
@@ -568,6 +613,8 @@ def plan_mini(books_dir=DEFAULT_BOOKS_DIR, *, seed=0, train_hours=1.0, dev_minut
         settings["single_speaker"] = str(single_speaker)
     elif extra_train_speakers:
         settings["extra_train_speakers"] = int(extra_train_speakers)
+    if train_flite_share is not None:
+        settings["train_flite_share"] = float(train_flite_share)
     return MiniPlan(settings=settings, text=text, speakers=speakers, candidates={s: candidates[s] for s in SPLITS},
                     targets=targets)
 
@@ -795,7 +842,7 @@ def _run_rounds(plan, out_dir, durations, failures, jobs, cpu_seconds):
 
 def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0, dev_minutes=10.0, test_minutes=10.0,
                jobs=None, train_speakers=40, dev_speakers=8, test_speakers=8, flite_fraction=0.25, min_words=3,
-               max_words=20, extra_train_speakers=0, single_speaker=None, manifests=True):
+               max_words=20, extra_train_speakers=0, single_speaker=None, train_flite_share=None, manifests=True):
     """Synthesise the mini corpus into ``out_dir`` in LibriSpeech layout, resuming what exists.
 
     Writes ``{train,dev,test}/<spk>/<chapter>/<spk>-<chapter>-<nnnn>.flac`` (16 kHz, 16-bit) with one
@@ -808,8 +855,8 @@ def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0,
     Args:
         out_dir: str, the corpus folder (created if needed). A folder made with other settings is refused.
         seed, books_dir, train_hours, dev_minutes, test_minutes, train_speakers, dev_speakers,
-            test_speakers, flite_fraction, min_words, max_words, extra_train_speakers, single_speaker:
-            the plan settings, see ``plan_mini``.
+            test_speakers, flite_fraction, min_words, max_words, extra_train_speakers, single_speaker,
+            train_flite_share: the plan settings, see ``plan_mini``.
         jobs: int >= 1, parallel synthesis processes; None uses every CPU.
         manifests: bool, also write the JSONL manifests.
 
@@ -828,7 +875,8 @@ def synth_mini(out_dir, *, seed=0, books_dir=DEFAULT_BOOKS_DIR, train_hours=1.0,
     plan = plan_mini(books_dir, seed=seed, train_hours=train_hours, dev_minutes=dev_minutes, test_minutes=test_minutes,
                      train_speakers=train_speakers, dev_speakers=dev_speakers, test_speakers=test_speakers,
                      flite_fraction=flite_fraction, min_words=min_words, max_words=max_words,
-                     extra_train_speakers=extra_train_speakers, single_speaker=single_speaker)
+                     extra_train_speakers=extra_train_speakers, single_speaker=single_speaker,
+                     train_flite_share=train_flite_share)
     _check_engines(plan.speakers)
     _open_corpus(out_dir, plan.settings)
     _clean_tree(out_dir, keep={os.path.join(out_dir, it.path) for items in plan.candidates.values() for it in items})
