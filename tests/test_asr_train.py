@@ -189,7 +189,7 @@ def test_init_from_starts_a_new_run_from_trained_weights(corpus, tmp_path):
     donor_model = keras.saving.load_model(os.path.join(donor, "model.keras"), compile=False)
     donor_weights = {v.path: v.numpy() for v in donor_model.weights}
     tuned = str(tmp_path / "tuned")
-    frozen = _tiny(epochs=1, optimizer=OptimizerConfig(learning_rate=1e-12, warmup_steps=0, schedule="constant",
+    frozen = _tiny(epochs=1, seed=3, optimizer=OptimizerConfig(learning_rate=1e-12, warmup_steps=0, schedule="constant",
                                                                      min_learning_rate=0.0),
                    model=dataclasses.replace(_tiny().model, specaugment=SpecAugmentConfig()))
     summary = train(frozen, train_manifest=manifest, out_dir=tuned, init_from=donor, verbose=0)
@@ -199,6 +199,14 @@ def test_init_from_starts_a_new_run_from_trained_weights(corpus, tmp_path):
     assert len(kernels) == 4 and "specaugment/counter" in donor_weights
     assert all(np.allclose(donor_weights[v.path], v.numpy(), atol=1e-6) for v in tuned_model.weights
                if v.path in kernels)
+
+    def first_epoch(run):
+        rows = [json.loads(line) for line in open(os.path.join(run, "batches.jsonl"))]
+        return [row["ids"] for row in rows if row["epoch"] == 0]
+
+    sorted_plan, warm_plan = first_epoch(donor), first_epoch(tuned)  # seed 3 shuffles these 3 batches
+    assert sorted(sum(warm_plan, [])) == sorted(sum(sorted_plan, [])) and warm_plan != sorted_plan
+    assert json.load(open(os.path.join(tuned, "backup", "state.json")))["warm_start"] == os.path.abspath(donor)
 
     wider = _tiny(model=dataclasses.replace(_tiny().model, rnn_units=48))
     with pytest.raises(ConfigError, match="its network differs"):

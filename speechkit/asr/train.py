@@ -25,6 +25,7 @@ import atexit
 import dataclasses
 import hashlib
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -67,7 +68,9 @@ class TrainConfig(Config):
         optimizer: ``speechkit.training.OptimizerConfig``.
         batch_size: int > 0, utterances per step.
         epochs: int > 0, passes over the training set.
-        sortagrad: bool, sort the first epoch by duration (Amodei et al., 2016, §3.1).
+        sortagrad: bool, sort the first epoch by duration (Amodei et al., 2016, §3.1). It steadies
+            weights that start random, so a run started from trained weights (``init_from``) skips it:
+            sorted, a campaign shorter than an epoch would see only the shorter utterances.
         seed: int, seeds weight initialisation and the batch plans.
         checkpoint_every: int > 0, steps between resumable checkpoints.
         log_every: int > 0, steps between TensorBoard points of the per-step loss.
@@ -322,10 +325,12 @@ def train(config, *, train_manifest, out_dir, dev_manifest=None, epochs=None, ti
             trainer.optimizer.build(trainer.trainable_variables)
             if init_from is not None and state.weights is None:
                 _warm_start(network, init_from, config, vocabulary)
+                state.warm_start = os.path.abspath(init_from) if os.path.isdir(init_from) else str(init_from)
         logger.info("network: %d parameters, time reduction %d", network.count_params(),
                     config.model.time_reduction_factor)
+        sortagrad = config.sortagrad and state.warm_start is None
         plan = EpochPlan(lambda e: plan_batches(durations, batch_size=config.batch_size, epoch=e, seed=config.seed,
-                                                sortagrad=config.sortagrad), epochs=config.epochs)
+                                                sortagrad=sortagrad), epochs=config.epochs)
 
         def describe(epoch, batch):
             indices = plan.batches(epoch)[batch]

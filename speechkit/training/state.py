@@ -30,6 +30,8 @@ class TrainState:
         best: float or None, the best value of the run's dev metric so far.
         fingerprint: str or None, a hash of the training data; a resume on other data is refused.
         weights: str or None, the checkpoint file (in the backup directory) this state belongs to.
+        warm_start: str or None, the run or model whose weights the run started from (``--init-from``);
+            kept so that a resume plans the same epochs as the first call.
     """
 
     epoch: int = 0
@@ -42,6 +44,7 @@ class TrainState:
     best: float = None
     fingerprint: str = None
     weights: str = None
+    warm_start: str = None
 
     @classmethod
     def load(cls, backup_dir):
