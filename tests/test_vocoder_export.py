@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from speechkit.export.vocoder import PARALLEL, WAVEFORM_SIGNATURE, export_vocoder
-from speechkit.frontend import FrontendConfig, mu_law_decode
+from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode
 from speechkit.runs import RunDir
 from speechkit.vocoder.fast import FastWaveNet
 from speechkit.vocoder.generation import Vocoder
@@ -101,3 +101,38 @@ def test_exported_rows_do_not_depend_on_their_batch(exported, tmp_path):
                                      **common}, tmp_path)["waveform"]
     np.testing.assert_array_equal(both[1, :600], alone[0])
     assert np.std(alone) > 1e-3
+
+
+def test_exported_lpc_vocoder_filters_like_the_run_in_a_fresh_process(tmp_path):
+    """An ``lpc_order`` model's export derives the predictor from its input and filters in the graph: at
+    temperature 0 it gives what the in-process vocoder gives, from a waveform and from a log-mel."""
+    frontend = FrontendConfig(kind="mel", normalize=False)
+    config = WaveNetConfig(layers_per_stack=2, stacks=1, residual_channels=8, gate_channels=8, skip_channels=8,
+                           head_channels=16, cond_channels=8, lpc_order=12)
+    model = WaveNet(config, frontend)
+    model.build()
+    rng = np.random.default_rng(21)
+    for w in model.weights:
+        w.assign(rng.normal(0.0, 0.4, w.shape).astype(np.float32))
+    run = RunDir(tmp_path / "run", create=True)
+    run.save_model(model)
+    run.save_config({"frontend": frontend.to_dict(), "model": config.to_dict()})
+    export_vocoder(run.path, str(tmp_path / "export"))
+    t = np.arange(1200) / 16000
+    audios = [(0.3 * np.sin(2 * np.pi * 200 * t) + 0.02 * rng.standard_normal(1200)).astype(np.float32),
+              rng.uniform(-0.3, 0.3, 700).astype(np.float32)]
+    waveform = np.zeros((2, 1200), np.float32)
+    waveform[1, :700] = audios[1]
+    waveform[0] = audios[0]
+    common = {"temperature": np.float32(0.0), "seed": np.int32(0)}
+    got = _call_fresh(str(tmp_path / "export"), {"waveform": waveform, "lengths": np.array([1200, 700], np.int32),
+                                                 **common}, tmp_path)["waveform"]
+    vocoder = Vocoder(model)
+    expected = vocoder.vocode(audios, temperature=0.0)
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-4)
+    np.testing.assert_allclose(got[1, :700], expected[1], atol=1e-4)
+    assert np.all(got[1, 700:] == 0.0)
+    mel = log_mel(audios[0], config=frontend).numpy()
+    from_mel = _call_fresh(str(tmp_path / "export"), {"log_mel": mel[None], **common}, tmp_path,
+                           signature="serving_default")["waveform"]
+    np.testing.assert_allclose(from_mel[0], vocoder.vocode_mels([mel], temperature=0.0)[0], atol=1e-4)

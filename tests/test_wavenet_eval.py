@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import scipy.signal
 import yaml
 
 from speechkit import audio as audio_io
@@ -45,10 +46,10 @@ def test_distances_ignore_silent_reference_frames():
     assert log_spectral_distance(speech, hiss, frontend=FRONTEND, active_db=200.0) > 10.0
 
 
-def _tiny_run(path, seed=0):
+def _tiny_run(path, seed=0, lpc_order=0):
     """An untrained tiny mel-conditioned WaveNet in the run layout ``load_vocoder`` reads."""
     config = WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
-                           head_channels=16, cond_channels=8)
+                           head_channels=16, cond_channels=8, lpc_order=lpc_order)
     model = WaveNet(config, FRONTEND)
     model.build()
     rng = np.random.default_rng(seed)
@@ -97,6 +98,24 @@ def test_evaluate_vocoder_report(tmp_path):
     assert len(vocoded) == 1300
     assert "mel-cepstral distortion" in open(os.path.join(out, "report.md")).read()
 
+
+def test_lpc_report_measures_the_filter_alone(tmp_path):
+    """A residual model's report adds the filter driven by level-matched noise; with a strong envelope it is
+    far closer to the original than white noise of the same power."""
+    _tiny_run(str(tmp_path / "run"), lpc_order=12)
+    vocoder = load_vocoder(str(tmp_path / "run"))
+    b, a = scipy.signal.butter(2, [900, 1300], btype="bandpass", fs=16000)
+    resonant = scipy.signal.lfilter(b, a, _noise(4000, seed=5)).astype(np.float32)
+    resonant *= 0.4 / np.abs(resonant).max()
+    path = str(tmp_path / "r.wav")
+    audio_io.save(path, resonant)
+    report = evaluate_vocoder(vocoder, [Utterance("r", path, 0.25, "RING", "s")], out_dir=str(tmp_path / "report"),
+                              recognizer=_FakeRecognizer({4000: "RING"}), plots=0)
+    s = report["summary"]
+    white = _noise(4000, seed=6) * (np.std(resonant) / 0.2)
+    assert s["noise_lsd_db"] < log_spectral_distance(resonant, white, frontend=FRONTEND) - 5.0
+    assert 0 < s["mulaw_lsd_db"] < s["noise_lsd_db"] and "wer_noise_excited" in s
+    assert "filter alone" in open(str(tmp_path / "report" / "report.md")).read()
 
 def test_load_vocoder_rejects_mismatched_config(tmp_path):
     _tiny_run(str(tmp_path / "run"))

@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 from speechkit.errors import ConfigError
-from speechkit.frontend import FrontendConfig, mu_law_decode, mu_law_encode
+from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode, mu_law_encode
 from speechkit.vocoder.fast import FastWaveNet
+from speechkit.vocoder.lpc import lpc_from_log_mel, synthesize
 from speechkit.vocoder.generation import (TFGenerator, Vocoder, VocoderModule, _packed_step, _packed_weights,
                                           sample_from_logits)
 from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig, conditioning_mel, silence_class
@@ -228,8 +229,9 @@ def test_primed_generation_continues_from_the_seed():
     assert np.abs(out[..., None] - levels).min(axis=-1).max() < 1e-6
 
 
-def test_saved_model_vocodes_like_keras(tmp_path):
-    model = _model(conditioning="mel")
+@pytest.mark.parametrize("lpc_order", [0, 8], ids=["waveform", "lpc"])
+def test_saved_model_vocodes_like_keras(tmp_path, lpc_order):
+    model = _model(conditioning="mel", lpc_order=lpc_order)
     module = VocoderModule(model, jit_compile=False)
     audio = np.random.default_rng(6).uniform(-0.5, 0.5, 250).astype(np.float32)
     expected = module.vocode(audio, tf.constant(3), tf.constant(0.0)).numpy()
@@ -239,7 +241,34 @@ def test_saved_model_vocodes_like_keras(tmp_path):
     got = loaded.vocode(audio, tf.constant(3), tf.constant(0.0)).numpy()
     np.testing.assert_array_equal(got, expected)
     greedy = Vocoder(model).vocode([audio], temperature=0.0)[0]
-    np.testing.assert_allclose(got, greedy, atol=1e-6)
+    # The exported filter runs in float32, the in-process one in float64.
+    np.testing.assert_allclose(got, greedy, atol=1e-4 if lpc_order else 1e-6)
+
+
+def test_lpc_vocoder_filters_the_residual_the_network_draws():
+    """An ``lpc_order`` model draws the samples a waveform model with its weights would, then filters them."""
+    lpc_model = _model(conditioning="mel", lpc_order=8)
+    plain = WaveNet(compact(conditioning="mel"), FRONTEND)
+    plain.build()
+    for mine, theirs in zip(plain.weights, lpc_model.weights):
+        mine.assign(theirs)
+    rng = np.random.default_rng(5)
+    t = np.arange(900) / 16000
+    audios = [(0.4 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(900)).astype(np.float32),
+              rng.uniform(-0.3, 0.3, 500).astype(np.float32)]
+    drawn = Vocoder(plain).vocode(audios, seed=2)
+    for backend in ("fast", "tf"):
+        got = Vocoder(lpc_model).vocode(audios, seed=2, backend=backend)
+        for audio, residual, out in zip(audios, drawn, got):
+            predictors = lpc_from_log_mel(log_mel(audio, config=FRONTEND), frontend=FRONTEND, order=8).numpy()
+            expected = np.clip(synthesize(residual, predictors, hop=FRONTEND.hop_length), -1, 1)
+            np.testing.assert_allclose(out, expected, atol=1e-6)
+            assert np.abs(out - residual).max() > 1e-2
+    mels = [log_mel(a, config=FRONTEND).numpy()[:-1] for a in audios]
+    from_mels = Vocoder(lpc_model).vocode_mels(mels, seed=2)
+    assert [len(x) for x in from_mels] == [len(m) * FRONTEND.hop_length for m in mels]
+    floor = Vocoder(lpc_model).quantised(audios[0])
+    assert np.abs(floor - audios[0]).max() < 0.02 and np.abs(floor - audios[0]).max() > 0
 
 
 def test_cli_vocodes_several_files_in_batches(tmp_path, capsys):

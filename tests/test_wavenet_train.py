@@ -11,8 +11,9 @@ import pytest
 from speechkit import audio as audio_io
 from speechkit.data.manifest import Utterance, write_manifest
 from speechkit.errors import ConfigError, SpeechkitError
-from speechkit.frontend import FrontendConfig, mu_law_encode
+from speechkit.frontend import FrontendConfig, log_mel, mu_law_encode
 from speechkit.vocoder.data import WindowSampler, corpus_from_dir, load_corpus, window_dataset
+from speechkit.vocoder.lpc import excitation, lpc_from_log_mel
 from speechkit.training import OptimizerConfig
 from speechkit.vocoder.config import VocoderConfig, VocoderTrainConfig, load_vocoder_config
 from speechkit.vocoder.train import build_model, train_vocoder
@@ -76,6 +77,33 @@ def test_window_mel_and_samples_align_with_the_whole_utterance(tmp_path):
             np.testing.assert_array_equal(batch["prev"][row], prev)
     assert starts_seen == {0, 1, 2, 3}
 
+
+def test_lpc_windows_hold_the_whole_utterances_residual(tmp_path):
+    """With ``lpc_order`` the samples are the residual of the predictor from the utterance's own mel, exactly."""
+    items = []
+    for i, seconds in enumerate((0.08, 0.11)):
+        path = str(tmp_path / f"a{i}.wav")
+        audio_io.save(path, _harmonic(seconds, 180 + 40 * i, i))
+        items.append((f"a{i}", path, "x"))
+    corpus = load_corpus(items, sample_rate=16000, min_samples=640, source="test")
+    sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=1, batch_size=6, seed=1, history=2,
+                            lpc_order=16)
+    hop, inputs = FRONTEND.hop_length, 6 * FRONTEND.hop_length
+    for step in range(3):
+        batch = sampler.batch(step)
+        for row in range(6):
+            u, k = batch["utterance"][row], batch["start"][row]
+            audio = corpus.audio(u)
+            predictors = lpc_from_log_mel(log_mel(audio, config=FRONTEND), frontend=FRONTEND, order=16).numpy()
+            residual = np.concatenate([np.zeros(inputs + 1, np.float32),
+                                       excitation(audio, predictors, hop=hop)])
+            classes = mu_law_encode(residual, FRONTEND.mu).numpy()
+            end = inputs + 1 + (k + 4) * hop
+            np.testing.assert_array_equal(batch["target"][row], classes[end - 4 * hop:end])
+            np.testing.assert_array_equal(batch["prev"][row][-4 * hop:], classes[end - 4 * hop - 1:end - 1])
+            assert np.std(residual) < 0.5 * np.std(audio)
+    with pytest.raises(ValueError, match="context >= 1"):
+        WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=0, batch_size=2, seed=1, lpc_order=16)
 
 def test_batches_are_a_function_of_seed_and_step(manifest):
     corpus = load_corpus(_items(manifest), sample_rate=16000, min_samples=640, source=manifest)

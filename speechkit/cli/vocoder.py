@@ -191,7 +191,12 @@ def _eval(args):
                               command=_command())
     s = report["summary"]
     line = (f"{args.out}: {s['utterances']} utterances; LSD {s['lsd_db']:.2f} dB, MCD {s['mcd_db']:.2f} dB "
-            f"(mu-law floor: {s['mulaw_lsd_db']:.2f} / {s['mulaw_mcd_db']:.2f}); RTF {s['rtf']:.2f}")
+            f"(mu-law floor: {s['mulaw_lsd_db']:.2f} / {s['mulaw_mcd_db']:.2f}")
+    if "noise_lsd_db" in s:
+        line += f"; LPC filter alone: {s['noise_lsd_db']:.2f} / {s['noise_mcd_db']:.2f}"
+    line += f"); RTF {s['rtf']:.2f}"
     if "wer_vocoded" in s:
         line += f"; ASR WER original {s['wer_original'] * 100:.1f}%, vocoded {s['wer_vocoded'] * 100:.1f}%"
+    if "wer_noise_excited" in s:
+        line += f", LPC filter alone {s['wer_noise_excited'] * 100:.1f}%"
     print(line)

@@ -21,8 +21,9 @@ from speechkit.config import atomic_write_text, from_dict, load_yaml, save_yaml
 from speechkit.errors import ConfigError
 from speechkit.export.asr import EXPORT_JSON, FRONTEND_FILE, SIGNATURE, ExportError, write_export_dir
 from speechkit.frontend import FrontendConfig, mu_law_decode
+from speechkit.frontend import log_mel as frontend_log_mel  # the methods' argument is named log_mel
 from speechkit.runs import RunDir
-from speechkit.vocoder.generation import TFGenerator, load_vocoder
+from speechkit.vocoder.generation import TFGenerator, load_vocoder, restore_waveform
 from speechkit.vocoder.wavenet import conditioning_mel, silence_class
 
 __all__ = [
@@ -104,7 +105,7 @@ class VocoderServingModule(tf.Module):
                 input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform"),
                                  tf.TensorSpec([None], tf.int32, name="lengths")] + common)
 
-    def _generate(self, cond, samples, speaker, temperature, seed):
+    def _generate(self, cond, samples, speaker, temperature, seed, mel):
         model = self.model
         batch = tf.shape(cond)[0]
         state = model.initial_state(batch)
@@ -112,7 +113,7 @@ class VocoderServingModule(tf.Module):
         speaker_vector = None if speaker is None else model.speaker_vector(speaker)
         classes, _, _ = self._generator.loop(x_first, state["buffer"], state["time"], _row_noise(seed, batch, samples),
                                              temperature, cond, speaker_vector)
-        return mu_law_decode(classes, model.frontend.mu)
+        return restore_waveform(model, mu_law_decode(classes, model.frontend.mu), mel)
 
     def _from_mel(self, log_mel, speaker, temperature, seed):
         context = self.model.config.cond_context
@@ -120,15 +121,17 @@ class VocoderServingModule(tf.Module):
                          tf.repeat(log_mel[:, -1:], context, axis=1)], axis=1)
         cond = self.model.upsample(mel)
         samples = tf.shape(log_mel)[1] * self.model.frontend.hop_length
-        return {"waveform": self._generate(cond, samples, speaker, temperature, seed)}
+        return {"waveform": self._generate(cond, samples, speaker, temperature, seed, log_mel)}
 
     def _from_waveform(self, waveform, lengths, speaker, temperature, seed):
         model = self.model
         samples = tf.shape(waveform)[1]
         mask = tf.sequence_mask(lengths, samples, tf.float32)
-        mel = conditioning_mel(waveform * mask, frontend=model.frontend, context=model.config.cond_context)
+        masked = waveform * mask
+        mel = conditioning_mel(masked, frontend=model.frontend, context=model.config.cond_context)
         cond = model.upsample(mel)[:, :samples]
-        return {"waveform": self._generate(cond, samples, speaker, temperature, seed) * mask}
+        raw_mel = frontend_log_mel(masked, config=model.frontend)
+        return {"waveform": self._generate(cond, samples, speaker, temperature, seed, raw_mel) * mask}
 
 
 def export_vocoder(run_dir, out_dir, *, jit_compile=True, parallel=PARALLEL):

@@ -94,7 +94,8 @@ def evaluate_tts(synthesizer, utterances, *, out_dir, recognizer=None, plots=4, 
         logger.info("%s: %.2f s in %.2f s, MCD-DTW %.2f dB (mel) %.2f dB (audio)", utt.id, result["seconds"],
                     result["synthesis_seconds"], row["mcd_dtw_mel_db"], row["mcd_dtw_audio_db"])
     seconds = sum(r["seconds_synthesized"] for r in rows)
-    summary = {"utterances": len(rows), "tts_run": synthesizer.run_dir and os.path.abspath(synthesizer.run_dir), "vocoder": synthesizer.vocoder,
+    summary = {"utterances": len(rows), "tts_run": synthesizer.run_dir and os.path.abspath(synthesizer.run_dir),
+               "vocoder": synthesizer.vocoder,
                "seconds_synthesized": round(seconds, 2),
                "rtf": round(sum(r["synthesis_seconds"] for r in rows) / max(seconds, 1e-9), 4),
                "mcd_dtw_mel_db": round(float(np.mean([r["mcd_dtw_mel_db"] for r in rows])), 3),

@@ -10,6 +10,10 @@ frames are computed in the pipeline by the shared front end, from an audio segme
 no frame sees the segment's edge, so a window's mel equals the full utterance's mel bit for bit
 (``tests/test_wavenet_train.py``).
 
+For a model with ``lpc_order`` > 0 the input and target samples are the residual of the linear
+predictor that ``speechkit.vocoder.lpc`` takes from the same mel frames, which equals the residual
+of the whole utterance sample for sample.
+
 Batch ``s`` is a pure function of ``(seed, s)``, so a resumed run sees exactly the batches an
 uninterrupted run would have seen.
 """
@@ -28,6 +32,7 @@ from speechkit import audio as audio_io
 from speechkit.data.manifest import SkipReport, read_manifest
 from speechkit.errors import AudioError, SpeechkitError
 from speechkit.frontend import log_mel, mu_law_encode
+from speechkit.vocoder.lpc import excitation_span, lpc_from_log_mel
 from speechkit.vocoder.wavenet import network_input, silence_class
 
 __all__ = ["AudioCorpus", "load_corpus", "corpus_from_manifest", "corpus_from_dir", "history_frames",
@@ -162,11 +167,16 @@ class WindowSampler:
         seed: int.
         history: int >= 0, frames of input before the window (``history_frames`` gives the number a
             model needs).
+        lpc_order: int >= 0; > 0 makes the samples the residual of that order's predictor from the
+            mel (needs ``context`` >= 1: a sample's predictor may come from the frame after it).
     """
 
-    def __init__(self, corpus, *, frontend, window_frames, context, batch_size, seed, history=0):
+    def __init__(self, corpus, *, frontend, window_frames, context, batch_size, seed, history=0, lpc_order=0):
         if int(history) != history or history < 0:
             raise ValueError(f"history must be an int >= 0, received: {history!r}")
+        if lpc_order and context < 1:
+            raise ValueError(f"lpc_order {lpc_order} needs context >= 1, received: {context}")
+        self.lpc_order = int(lpc_order)
         self.corpus = corpus
         self.frontend = frontend
         self.hop = frontend.hop_length
@@ -202,6 +212,7 @@ class WindowSampler:
         window = np.zeros((self.batch_size, inputs + 1), np.float32)
         starts = np.zeros(self.batch_size, np.int32)
         has_prev = np.zeros(self.batch_size, bool)
+        rows = []
         for row, u in enumerate(utts):
             audio = self.corpus.audio(u)
             k = int(rng.integers(self.num_starts[u]))
@@ -213,6 +224,13 @@ class WindowSampler:
             w0 = first * self.hop - 1
             has_prev[row] = w0 >= 0
             window[row, max(-w0, 0):] = audio[max(w0, 0):w0 + inputs + 1]
+            rows.append((audio, first - self.context - self.edge, w0))
+        if self.lpc_order:
+            predictors = lpc_from_log_mel(log_mel(segment, config=self.frontend), frontend=self.frontend,
+                                          order=self.lpc_order).numpy()
+            for row, (audio, frame0, w0) in enumerate(rows):
+                window[row] = excitation_span(audio, predictors[row], hop=self.hop, first_frame=frame0,
+                                              start=w0, stop=w0 + inputs + 1)
         classes = mu_law_encode(window, self.frontend.mu).numpy()
         classes[~has_prev, 0] = silence_class(self.frontend)
         return {"segment": segment, "prev": classes[:, :-1], "target": classes[:, 1 + inputs - self.window:],

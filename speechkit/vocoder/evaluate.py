@@ -19,9 +19,11 @@ loudest frame. Without that, the (synthetic, often digitally silent) pauses betw
 the mean with the level of the vocoder's background noise.
 
 As a reference point, the same distances are reported for the original audio merely quantised to
-8-bit mu-law: the floor a 256-class WaveNet cannot go below. With an ASR run, the report puts the
-WER of the vocoded audio next to the WER of the original audio (the two model families check each
-other).
+8-bit mu-law (for a model of the LPC residual: its residual quantised and filtered back): the floor
+a 256-class WaveNet cannot go below. A residual model also gets the filter alone, driven by white
+noise at the residual's level: the ceiling its network's excitation has to get under. With an ASR
+run, the report puts the WER of the vocoded audio next to the WER of the original audio (the two
+model families check each other).
 """
 
 import json
@@ -35,7 +37,7 @@ from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import SkipReport
 from speechkit.errors import AudioError, SpeechkitError
-from speechkit.frontend import mel_filterbank, mu_law_decode, mu_law_encode, power_spectrogram
+from speechkit.frontend import mel_filterbank, power_spectrogram
 from speechkit.metrics import wer
 from speechkit.spectral import cepstral_distortion_db, mel_cepstra, save_mel_pair
 
@@ -154,9 +156,11 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
     vocoded = vocoder.vocode(audios, temperature=temperature, seed=seed, speaker=speaker, backend=backend,
                              batch_size=batch_size, progress=True)
     synthesis_seconds = time.perf_counter() - started
+    lpc = bool(vocoder.config.lpc_order)
+    noise_excited = [vocoder.noise_excited(ref, seed=seed) for ref in audios] if lpc else []
     rows = []
     for i, (utt, ref, voc) in enumerate(zip(kept, audios, vocoded)):
-        quantised = mu_law_decode(mu_law_encode(ref, frontend.mu), frontend.mu).numpy()
+        quantised = vocoder.quantised(ref)
         row = {
             "id": utt.id, "speaker": utt.speaker, "seconds": round(len(ref) / rate, 3),
             "lsd_db": log_spectral_distance(ref, voc, frontend=frontend),
@@ -164,6 +168,9 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
             "mulaw_lsd_db": log_spectral_distance(ref, quantised, frontend=frontend),
             "mulaw_mcd_db": mel_cepstral_distortion(ref, quantised, frontend=frontend),
         }
+        if lpc:
+            row["noise_lsd_db"] = log_spectral_distance(ref, noise_excited[i], frontend=frontend)
+            row["noise_mcd_db"] = mel_cepstral_distortion(ref, noise_excited[i], frontend=frontend)
         safe = utt.id.replace(os.sep, "_")
         audio_io.save(os.path.join(out_dir, "wav", f"{safe}_original.wav"), ref, sample_rate=rate)
         audio_io.save(os.path.join(out_dir, "wav", f"{safe}_vocoded.wav"), voc, sample_rate=rate)
@@ -183,12 +190,17 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
         "synthesis_seconds": round(synthesis_seconds, 2),
         "rtf": synthesis_seconds / total_seconds,
     }
+    if lpc:
+        summary["noise_lsd_db"] = float(np.mean([r["noise_lsd_db"] for r in rows]))
+        summary["noise_mcd_db"] = float(np.mean([r["noise_mcd_db"] for r in rows]))
     if recognizer is not None:
         refs = [u.text for u in kept]
         hyp_orig = recognizer.transcribe(audios)
         hyp_voc = recognizer.transcribe(vocoded)
         summary["wer_original"] = wer(refs, hyp_orig)
         summary["wer_vocoded"] = wer(refs, hyp_voc)
+        if lpc:
+            summary["wer_noise_excited"] = wer(refs, recognizer.transcribe(noise_excited))
         summary["asr_run"] = getattr(recognizer, "run_dir", None)
         for row, ref_text, h_o, h_v in zip(rows, refs, hyp_orig, hyp_voc):
             row.update(text=ref_text, asr_original=h_o, asr_vocoded=h_v)
@@ -222,9 +234,14 @@ def _markdown(report):
         f"| log-spectral distance (dB) | {s['lsd_db']:.2f} | {s['mulaw_lsd_db']:.2f} |",
         f"| mel-cepstral distortion (dB) | {s['mcd_db']:.2f} | {s['mulaw_mcd_db']:.2f} |",
     ]
+    if "noise_lsd_db" in s:
+        lines += ["", f"The LPC filter alone (white noise at the residual's level, no network): LSD "
+                      f"{s['noise_lsd_db']:.2f} dB, MCD {s['noise_mcd_db']:.2f} dB."]
     if "wer_vocoded" in s:
         lines += ["", f"ASR (`{s['asr_run']}`, greedy): WER on original audio {s['wer_original'] * 100:.2f}%, "
-                      f"on vocoded audio {s['wer_vocoded'] * 100:.2f}%"]
+                      f"on vocoded audio {s['wer_vocoded'] * 100:.2f}%"
+                  + (f", with the filter alone {s['wer_noise_excited'] * 100:.2f}%" if "wer_noise_excited" in s
+                     else "")]
     lines += ["", "| id | seconds | LSD (dB) | MCD (dB) | audio |", "|---|---|---|---|---|"]
     for r in report["utterances"]:
         safe = r["id"].replace(os.sep, "_")

@@ -76,6 +76,11 @@ class WaveNetConfig(Config):
         mel_mean, mel_std: float, fixed affine scaling of the log-mel before the pre-convolution,
             so that conditioning inputs are of order one.
         num_classes: int, output classes; must equal the front end's ``mu + 1``.
+        lpc_order: int >= 0; 0: the network models the waveform. p > 0 (mel conditioning only): it
+            models the residual of an order-p linear predictor taken from its own log-mel, and an
+            all-pole filter restores the waveform (``speechkit.vocoder.lpc``; ExcitNet, Song et al.,
+            2019). The filter gives every frame its spectral envelope, so the network only has to
+            learn the excitation: pitch pulses and noise.
     """
 
     input_type: str = "mulaw"
@@ -95,6 +100,7 @@ class WaveNetConfig(Config):
     mel_mean: float = -5.0
     mel_std: float = 4.0
     num_classes: int = 256
+    lpc_order: int = 0
 
     def __post_init__(self):
         if self.input_type not in _INPUT_TYPES:
@@ -114,6 +120,11 @@ class WaveNetConfig(Config):
             raise ConfigError(f"upsample_factors must be ints >= 2, received: {self.upsample_factors!r}")
         if self.mel_std <= 0:
             raise ConfigError(f"mel_std must be > 0, received: {self.mel_std}")
+        if not isinstance(self.lpc_order, int) or self.lpc_order < 0:
+            raise ConfigError(f"lpc_order must be an int >= 0, received: {self.lpc_order!r}")
+        if self.lpc_order and (self.conditioning != "mel" or self.cond_context < 1):
+            raise ConfigError("lpc_order > 0 needs mel conditioning with cond_context >= 1: the predictor "
+                              "comes from the mel frames around each sample")
 
     @property
     def num_layers(self):

@@ -1,0 +1,260 @@
+"""LPC source-filter split for the WaveNet vocoder (ExcitNet, Song et al. 2019; LPCNet, Valin and Skoglund 2019).
+
+The spectral envelope is already in the log-mel that conditions the vocoder, so it is taken from there
+rather than learned: linear prediction coefficients come from the log-mel alone (``lpc_from_log_mel``),
+the WaveNet models the prediction residual (``excitation``), which is nearly white and far easier to
+model than the waveform, and the all-pole filter 1 / A(z) puts the envelope back (``synthesize``, and
+``synthesize_tf`` for the exported graph). ``excitation_span`` gives a training window's residual from the
+coefficients of the frames around it.
+
+Conventions: ``lpc[..., f, :]`` holds ``[1, a1, ..., ap]`` of A(z) = 1 + a1 z^-1 + ... + ap z^-p for
+front-end frame ``f``. Sample ``t`` uses the frame whose centre is nearest, ``f(t) = min((t + hop // 2)
+// hop, frames - 1)`` (frame ``f`` is centred on sample ``f * hop``), and the coefficients switch
+abruptly halfway between frame centres. Analysis and synthesis read the same coefficients at every sample and start
+from zero state, so ``synthesize(excitation(x, a), a) == x`` to float precision: the split itself loses
+nothing, only the model's excitation does.
+
+The coefficients come from the autocorrelation of the linear power that the mel power implies (through
+the filterbank's pseudo-inverse), with a 60 Hz Gaussian lag window and a 1.0001 white-noise correction
+(as in speech codecs, e.g. ITU-T G.729): both keep the normal equations well conditioned, so every frame's
+filter is stable, even for silence or for a mel the acoustic model predicted.
+"""
+
+import functools
+import math
+
+import numba
+import numpy as np
+import tensorflow as tf
+
+from speechkit.frontend import mel_filterbank
+
+__all__ = ["lpc_from_log_mel", "excitation", "excitation_span", "synthesize", "synthesize_tf"]
+
+LAG_WINDOW_HZ = 60.0
+WHITE_NOISE_CORRECTION = 1.0001
+MAX_REFLECTION = 0.999
+_POWER_FLOOR = 1e-12  # relative to the mel power of the frame's loudest band; keeps r[0] > 0
+
+
+@functools.lru_cache(maxsize=8)
+def _pseudo_inverse(frontend):
+    """float32 numpy [n_mels, fft_bins], pinv of the front end's filterbank, computed eagerly even inside a graph."""
+    with tf.init_scope():
+        basis = mel_filterbank(frontend).numpy().astype(np.float64)
+    return np.linalg.pinv(basis).astype(np.float32)
+
+
+def _lag_window(order, sample_rate):
+    """float64 numpy [order + 1]: Gaussian lag window with white-noise correction folded into lag 0."""
+    lags = np.arange(order + 1)
+    window = np.exp(-0.5 * (2.0 * math.pi * LAG_WINDOW_HZ * lags / sample_rate) ** 2)
+    window[0] *= WHITE_NOISE_CORRECTION
+    return window
+
+
+def lpc_from_log_mel(log_mel, *, frontend, order=16):
+    """LPC coefficients of each frame of a log-mel: the envelope the synthesis filter restores.
+
+    Pure TensorFlow ops, so that an exported vocoder derives the coefficients from its input mel in
+    the graph. The Levinson-Durbin recursion is unrolled over ``order`` and runs in float64: it divides
+    by a prediction error that may fall 40 dB below r[0] (the white-noise correction's limit), where
+    float32 would keep few digits.
+
+    Args:
+        log_mel: float32 [..., frames, n_mels], the front end's unnormalised ``log_mel`` (any leading dims).
+        frontend: FrontendConfig that produced ``log_mel`` (its filterbank is inverted).
+        order: int >= 1, prediction order p.
+
+    Returns:
+        float32 tensor [..., frames, order + 1], ``[1, a1, ..., ap]`` per frame; every frame's 1 / A(z) is
+        stable (reflection coefficients clipped to +-``MAX_REFLECTION``).
+    """
+    if order < 1:
+        raise ValueError(f"order must be >= 1, received: {order}")
+    log_mel = tf.convert_to_tensor(log_mel, tf.float32)
+    inverse = tf.constant(_pseudo_inverse(frontend))
+    # The coefficients do not depend on the level: scaling each frame to a peak of 1 keeps exp() finite for
+    # any predicted mel and makes the floor relative.
+    mel = tf.exp(log_mel - tf.reduce_max(log_mel, axis=-1, keepdims=True))
+    power = tf.nn.relu(tf.tensordot(mel, inverse, axes=1)) + _POWER_FLOOR
+    autocorrelation = tf.signal.irfft(tf.complex(power, tf.zeros_like(power)),
+                                      fft_length=[frontend.mel_fft_length])[..., :order + 1]
+    r = tf.cast(autocorrelation, tf.float64) * tf.constant(_lag_window(order, frontend.sample_rate), tf.float64)
+
+    a = tf.ones_like(r[..., :1])
+    error = r[..., 0]
+    for i in range(1, order + 1):
+        acc = tf.reduce_sum(a * tf.reverse(r[..., 1:i + 1], axis=[-1]), axis=-1)
+        k = tf.clip_by_value(-acc / error, -MAX_REFLECTION, MAX_REFLECTION)
+        extended = tf.concat([a, tf.zeros_like(a[..., :1])], axis=-1)
+        a = extended + k[..., tf.newaxis] * tf.reverse(extended, axis=[-1])
+        error = error * (1.0 - k * k)
+    return tf.cast(a, tf.float32)
+
+
+def _frame_index(start, stop, frames, hop):
+    """int numpy [stop - start]: the frame whose centre is nearest each sample, clipped to the last frame."""
+    return np.minimum((np.arange(start, stop) + hop // 2) // hop, frames - 1)
+
+
+def _residual(audio, coeffs, start):
+    """float64 [len(coeffs)]: e[t] for t = start, start + 1, ..., ``coeffs[i]`` the coefficients of sample start + i.
+
+    One multiply-add per tap over all samples at once: each sample's sum runs over the taps in the same
+    order whatever the span, so a span gives the same bits as the whole utterance.
+    """
+    order = coeffs.shape[1] - 1
+    padded = np.concatenate([np.zeros(order), audio])  # padded[t + order] = s[t]
+    out = np.zeros(len(coeffs))
+    for k in range(order + 1):
+        out += coeffs[:, k] * padded[start + order - k:start + order - k + len(coeffs)]
+    return out
+
+
+def excitation(audio, lpc, *, hop):
+    """The LPC residual e = A(z) s, the signal the WaveNet models in place of the waveform.
+
+    Args:
+        audio: float numpy [samples].
+        lpc: float numpy [frames, p + 1] (``lpc_from_log_mel`` of the audio's log-mel).
+        hop: int, samples per frame (``FrontendConfig.hop_length``).
+
+    Returns:
+        float32 numpy [samples]; samples before the start count as 0.
+    """
+    audio = np.asarray(audio, np.float64)
+    lpc = np.asarray(lpc, np.float64)
+    return _residual(audio, lpc[_frame_index(0, len(audio), len(lpc), hop)], 0).astype(np.float32)
+
+
+def excitation_span(audio, lpc, *, hop, first_frame, start, stop):
+    """Samples ``[start, stop)`` of the whole utterance's ``excitation``, from the coefficients of a few frames.
+
+    A training window needs the residual of a stretch of an utterance, and its mel (so its coefficients)
+    only for the frames around it; the result equals that stretch of ``excitation(audio, lpc_of_all_frames)``
+    bit for bit, provided those frames equal the utterance's.
+
+    Args:
+        audio: float numpy [samples], the whole utterance (the samples before ``start`` are the filter's past).
+        lpc: float numpy [frames, p + 1], the coefficients of utterance frames ``first_frame``,
+            ``first_frame + 1``, ...
+        hop: int, samples per frame.
+        first_frame: int, the utterance frame of ``lpc[0]`` (negative for frames before the start).
+        start, stop: int, ``start <= stop``; positions outside the utterance give 0.
+
+    Returns:
+        float32 numpy [stop - start].
+
+    Raises:
+        ValueError: a sample of the span inside the utterance needs a frame that ``lpc`` does not hold.
+    """
+    audio = np.asarray(audio, np.float64)
+    lpc = np.asarray(lpc, np.float64)
+    out = np.zeros(stop - start, np.float32)
+    lo, hi = max(start, 0), min(stop, len(audio))
+    if lo >= hi:
+        return out
+    index = _frame_index(lo, hi, 1 + len(audio) // hop, hop) - first_frame
+    if index[0] < 0 or index[-1] >= len(lpc):
+        raise ValueError(f"samples [{lo}, {hi}) need utterance frames {index[0] + first_frame} to "
+                         f"{index[-1] + first_frame}, but lpc holds frames {first_frame} to "
+                         f"{first_frame + len(lpc) - 1}")
+    out[lo - start:hi - start] = _residual(audio, lpc[index], lo)
+    return out
+
+
+def noise_excitation(residual, *, hop, seed=0):
+    """White Gaussian noise with ``residual``'s RMS in each frame's samples: an excitation that knows the level only.
+
+    Through ``synthesize`` it gives what the filter alone restores (whispered speech with the right envelope
+    and loudness, no pitch): the reference a residual model's network has to beat.
+
+    Args:
+        residual: float numpy [samples], an utterance's ``excitation``.
+        hop: int, samples per frame.
+        seed: int, the noise seed.
+
+    Returns:
+        float32 numpy [samples].
+    """
+    residual = np.asarray(residual, np.float64)
+    frame = _frame_index(0, len(residual), 1 + len(residual) // hop, hop)
+    energy = np.bincount(frame, weights=residual ** 2) / np.maximum(np.bincount(frame), 1)
+    noise = np.random.default_rng(seed).standard_normal(len(residual))
+    return (noise * np.sqrt(energy[frame])).astype(np.float32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _all_pole(excitation, lpc, hop):
+    """float64 [samples]: s[t] = e[t] - sum_k a[f(t), k] s[t - k] from zero state."""
+    samples = excitation.shape[0]
+    frames, taps = lpc.shape
+    out = np.zeros(samples)
+    for t in range(samples):
+        f = min((t + hop // 2) // hop, frames - 1)
+        acc = excitation[t]
+        for k in range(1, min(taps - 1, t) + 1):
+            acc -= lpc[f, k] * out[t - k]
+        out[t] = acc
+    return out
+
+
+def synthesize(excitation, lpc, *, hop):
+    """Speech from an excitation through the all-pole filter 1 / A(z): the inverse of ``excitation``.
+
+    Args:
+        excitation: float numpy [samples] or [batch, samples].
+        lpc: float numpy [frames, p + 1] or [batch, frames, p + 1] (matching ``excitation``'s rank).
+        hop: int, samples per frame.
+
+    Returns:
+        float32 numpy, the shape of ``excitation``. The recursion runs in float64, so rounding does not
+        build up over long utterances.
+    """
+    excitation = np.asarray(excitation, np.float64)
+    lpc = np.asarray(lpc, np.float64)
+    if excitation.ndim == 2:
+        if lpc.ndim != 3 or lpc.shape[0] != excitation.shape[0]:
+            raise ValueError(f"a batch of excitations [batch, samples] needs lpc [batch, frames, p + 1], received: "
+                             f"{excitation.shape} and {lpc.shape}")
+        return np.stack([_all_pole(np.ascontiguousarray(e), np.ascontiguousarray(a), int(hop))
+                         for e, a in zip(excitation, lpc)]).astype(np.float32)
+    if excitation.ndim != 1 or lpc.ndim != 2:
+        raise ValueError(f"need excitation [samples] with lpc [frames, p + 1], received: {excitation.shape} and "
+                         f"{lpc.shape}")
+    return _all_pole(excitation, np.ascontiguousarray(lpc), int(hop)).astype(np.float32)
+
+
+def synthesize_tf(excitation, lpc, *, hop):
+    """``synthesize`` in TensorFlow ops, for the exported SavedModel.
+
+    A ``tf.while_loop`` over samples carrying the last p outputs: under XLA (``tf.function(jit_compile=True)``)
+    each step is a few fused vector ops; without XLA every step pays op dispatch (10 s of audio on one
+    CPU core: about 10 ms compiled, 2.3 s not).
+
+    Args:
+        excitation: float32 [batch, samples].
+        lpc: float32 [batch, frames, p + 1], p known statically.
+        hop: int, samples per frame.
+
+    Returns:
+        float32 tensor [batch, samples].
+    """
+    excitation = tf.convert_to_tensor(excitation, tf.float32)
+    lpc = tf.convert_to_tensor(lpc, tf.float32)
+    order = lpc.shape[-1] - 1
+    samples = tf.shape(excitation)[1]
+    index = tf.minimum((tf.range(samples) + hop // 2) // hop, tf.shape(lpc)[1] - 1)
+    coeffs = tf.transpose(tf.gather(lpc[..., 1:], index, axis=1), [1, 0, 2])  # [samples, batch, p]
+    inputs = tf.transpose(excitation)  # [samples, batch]
+    outputs = tf.TensorArray(tf.float32, size=samples)
+
+    def body(t, state, outputs):
+        s = inputs[t] - tf.reduce_sum(coeffs[t] * state, axis=-1)
+        state = tf.concat([s[:, tf.newaxis], state[:, :order - 1]], axis=1)  # [s[t], ..., s[t - p + 1]]
+        return t + 1, state, outputs.write(t, s)
+
+    state = tf.zeros(tf.stack([tf.shape(excitation)[0], order]), tf.float32)
+    _, _, outputs = tf.while_loop(lambda t, state, outputs: t < samples, body, (tf.constant(0), state, outputs))
+    return tf.transpose(outputs.stack())
