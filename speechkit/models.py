@@ -44,13 +44,14 @@ from speechkit.asr.inference import load_run
 from speechkit.asr.lm import LM_BINARY, LM_INFO, LM_UNIGRAMS
 from speechkit.data.durations import tts_text
 from speechkit.errors import ConfigError, KenLMError, RunError, SpeechkitError
-from speechkit.frontend import mu_law_encode
+from speechkit.frontend import log_mel, mu_law_encode
 from speechkit.runs import WEIGHT_DTYPES, RunDir
 from speechkit.text import Vocabulary
 from speechkit.tts.model import AcousticModel, predicted_durations
 from speechkit.tts.synthesis import load_acoustic_model
 from speechkit.tts.text import split_text
 from speechkit.vocoder.generation import load_vocoder
+from speechkit.vocoder.lpc import excitation, lpc_from_log_mel
 from speechkit.vocoder.wavenet import WaveNet, conditioning_mel, network_input, silence_class
 
 __all__ = [
@@ -247,7 +248,13 @@ def _verify_asr(original, packed, audios):
 
 
 def _teacher_forced_logits(model, audio):
-    classes = mu_law_encode(audio, model.frontend.mu).numpy().astype(np.int32)
+    """Logits over ``audio``'s samples given the real past: the waveform, or an ``lpc_order`` model's residual."""
+    signal = audio
+    if model.config.lpc_order:
+        predictors = lpc_from_log_mel(log_mel(audio, config=model.frontend), frontend=model.frontend,
+                                      order=model.config.lpc_order).numpy()
+        signal = excitation(audio, predictors, hop=model.frontend.hop_length)
+    classes = mu_law_encode(signal, model.frontend.mu).numpy().astype(np.int32)
     previous = np.concatenate([[silence_class(model.frontend)], classes[:-1]]).astype(np.int32)[None]
     inputs = {"audio": network_input(previous, config=model.config, frontend=model.frontend)}
     if model.upsampler is not None:
