@@ -69,7 +69,8 @@ def asr_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vocoder_run(tmp_path_factory):
-    config = VocoderConfig(frontend=FrontendConfig(kind="mel", normalize=False), model=compact(num_speakers=2, lpc_order=8))
+    config = VocoderConfig(frontend=FrontendConfig(kind="mel", normalize=False),
+                           model=compact(num_speakers=2, lpc_order=8))
     run = RunDir(tmp_path_factory.mktemp("vocoder") / "run", create=True)
     model = WaveNet(config.model, config.frontend, name="wavenet")
     model.build()
