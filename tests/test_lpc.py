@@ -94,7 +94,7 @@ def test_synthesize_tf_under_xla_matches_numba(vowel, vowel_lpc):
                                             tf.TensorSpec([None, None, ORDER + 1], tf.float32)])
     out = compiled(tf.constant(residuals), tf.constant(lpcs)).numpy()
     assert out.shape == residuals.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(out, np.stack([vowel, other]), rtol=0, atol=1e-4)
 
 

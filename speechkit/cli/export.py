@@ -39,6 +39,9 @@ def register(commands, groups):
     p.add_argument("--vocoder-limit", type=int, default=2, help="vocoder utterances compared")
     p.add_argument("--vocoder-seconds", type=float, default=0.5, help="seconds vocoded from the start of each")
     p.add_argument("--atol", type=float, default=1e-4, help="largest allowed SavedModel vs Keras difference")
+    p.add_argument("--lpc-rtol", type=float, default=1e-3,
+                   help="largest allowed RMS difference, relative to the waveform's RMS, for a vocoder of the LPC "
+                   "residual (its exported filter cannot match the run's to --atol)")
     p.add_argument("--tflite-atol", type=float, default=1e-3,
                    help="largest allowed TFLite vs SavedModel log-prob difference")
     p.set_defaults(func=_check)
@@ -81,7 +84,8 @@ def _check(args):
 
     report = check_exports(args.export_root, manifest=args.manifest, asr_run=args.asr_run,
                            vocoder_run=args.vocoder_run, limit=args.limit, vocoder_limit=args.vocoder_limit,
-                           vocoder_seconds=args.vocoder_seconds, atol=args.atol, tflite_atol=args.tflite_atol)
+                           vocoder_seconds=args.vocoder_seconds, atol=args.atol, tflite_atol=args.tflite_atol,
+                           lpc_rtol=args.lpc_rtol)
     if "asr" in report:
         asr = report["asr"]
         print(f"asr: {asr['utterances']} utterances ({asr['audio_seconds']:.1f} s): max |SavedModel - Keras| "
@@ -91,7 +95,8 @@ def _check(args):
     if "vocoder" in report:
         voc = report["vocoder"]
         print(f"vocoder: {voc['utterances']} utterances ({voc['samples']} samples, temperature 0): "
-              f"max |SavedModel - Keras| sample {voc['max_abs_diff']:.3g}")
+              f"max |SavedModel - Keras| sample {voc['max_abs_diff']:.3g}, relative RMS difference "
+              f"{voc['relative_rms_diff']:.3g}")
     if not report["passed"]:
         raise ExportError("export check failed: " + "; ".join(report["failures"]))
     print(f"{args.export_root}: exports match their Keras models")
