@@ -61,6 +61,7 @@ if stage_enabled 5; then
   SPEECHKIT_MODELS=$pack_root speechkit models pack "$exp/vocoder" --name "$release_name" --float16 --force \
     --probe "$data/test.jsonl" \
     --data "release corpus ($data): synth-mini --train-hours 11 --extra-train-speakers 360; test = the mini test set (unseen speakers)" \
-    --description "WaveNet mini (20 layers, 32 channels, mu-law 256), mel-conditioned, trained on 400 synthetic voices"
+    --description "WaveNet mini (20 layers, 32 channels, mu-law 256) on the residual of a 16th-order LPC filter taken from its mel (ExcitNet), trained on 400 synthetic voices" \
+    --notes recipes/release/vocoder.md
 fi
 log "Done: $exp [elapsed=${SECONDS}s]"
