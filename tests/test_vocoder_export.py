@@ -30,21 +30,27 @@ assert not any(name.startswith("speechkit") for name in sys.modules)
 """
 
 
+def _random_run(path, config, *, seed):
+    """A mel-conditioned WaveNet with random weights, saved in the run layout ``export_vocoder`` reads."""
+    frontend = FrontendConfig(kind="mel", normalize=False)
+    model = WaveNet(config, frontend)
+    model.build()
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        w.assign(rng.normal(0.0, 0.4, w.shape).astype(np.float32))
+    run = RunDir(path, create=True)
+    run.save_model(model)
+    run.save_config({"frontend": frontend.to_dict(), "model": config.to_dict()})
+    return model, run
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny mel-conditioned WaveNet with random weights, its run and its default (XLA) export."""
     root = tmp_path_factory.mktemp("vocoder_export")
-    frontend = FrontendConfig(kind="mel", normalize=False)
-    config = WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
-                           head_channels=16, cond_channels=8)
-    model = WaveNet(config, frontend)
-    model.build()
-    rng = np.random.default_rng(11)
-    for w in model.weights:
-        w.assign(rng.normal(0.0, 0.4, w.shape).astype(np.float32))
-    run = RunDir(root / "run", create=True)
-    run.save_model(model)
-    run.save_config({"frontend": frontend.to_dict(), "model": config.to_dict()})
+    model, run = _random_run(root / "run", WaveNetConfig(layers_per_stack=3, stacks=2, residual_channels=8,
+                                                         gate_channels=8, skip_channels=8, head_channels=16,
+                                                         cond_channels=8), seed=11)
     info = export_vocoder(run.path, str(root / "export"))
     return model, str(root / "export"), info
 
@@ -110,16 +116,10 @@ def test_exported_lpc_vocoder_filters_like_the_run_in_a_fresh_process(tmp_path):
     """An ``lpc_order`` model's export derives the predictor from its input and filters in the graph: at
     temperature 0 it gives what the in-process vocoder gives, from a waveform and from a log-mel."""
     frontend = FrontendConfig(kind="mel", normalize=False)
-    config = WaveNetConfig(layers_per_stack=2, stacks=1, residual_channels=8, gate_channels=8, skip_channels=8,
-                           head_channels=16, cond_channels=8, lpc_order=12)
-    model = WaveNet(config, frontend)
-    model.build()
-    rng = np.random.default_rng(21)
-    for w in model.weights:
-        w.assign(rng.normal(0.0, 0.4, w.shape).astype(np.float32))
-    run = RunDir(tmp_path / "run", create=True)
-    run.save_model(model)
-    run.save_config({"frontend": frontend.to_dict(), "model": config.to_dict()})
+    model, run = _random_run(tmp_path / "run", WaveNetConfig(layers_per_stack=2, stacks=1, residual_channels=8,
+                                                             gate_channels=8, skip_channels=8, head_channels=16,
+                                                             cond_channels=8, lpc_order=12), seed=21)
+    rng = np.random.default_rng(22)
     export_dir = str(tmp_path / "export" / "vocoder")
     export_vocoder(run.path, export_dir)
     t = np.arange(1200) / 16000

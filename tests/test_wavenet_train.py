@@ -51,13 +51,17 @@ def manifest(tmp_path):
     return path
 
 
-def test_window_mel_and_samples_align_with_the_whole_utterance(tmp_path):
+def _harmonic_corpus(tmp_path, durations):
     items = []
-    for i, seconds in enumerate((0.06, 0.07)):
+    for i, seconds in enumerate(durations):
         path = str(tmp_path / f"a{i}.wav")
         audio_io.save(path, _harmonic(seconds, 180 + 40 * i, i))
         items.append((f"a{i}", path, "x"))
-    corpus = load_corpus(items, sample_rate=16000, min_samples=640, source="test")
+    return load_corpus(items, sample_rate=16000, min_samples=640, source="test")
+
+
+def test_window_mel_and_samples_align_with_the_whole_utterance(tmp_path):
+    corpus = _harmonic_corpus(tmp_path, (0.06, 0.07))
     sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=2, batch_size=6, seed=1)
     hop = FRONTEND.hop_length
     starts_seen = set()
@@ -80,12 +84,7 @@ def test_window_mel_and_samples_align_with_the_whole_utterance(tmp_path):
 
 def test_lpc_windows_hold_the_whole_utterances_residual(tmp_path):
     """With ``lpc_order`` the samples are the residual of the predictor from the utterance's own mel, exactly."""
-    items = []
-    for i, seconds in enumerate((0.08, 0.11)):
-        path = str(tmp_path / f"a{i}.wav")
-        audio_io.save(path, _harmonic(seconds, 180 + 40 * i, i))
-        items.append((f"a{i}", path, "x"))
-    corpus = load_corpus(items, sample_rate=16000, min_samples=640, source="test")
+    corpus = _harmonic_corpus(tmp_path, (0.08, 0.11))
     sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=1, batch_size=6, seed=1, history=2,
                             lpc_order=16)
     hop, inputs = FRONTEND.hop_length, 6 * FRONTEND.hop_length
