@@ -112,6 +112,7 @@ def test_exported_rows_do_not_depend_on_their_batch(exported, tmp_path):
     assert np.std(alone) > 1e-3
 
 
+@pytest.mark.slow
 def test_exported_lpc_vocoder_filters_like_the_run_in_a_fresh_process(tmp_path):
     """An ``lpc_order`` model's export derives the predictor from its input and filters in the graph: at
     temperature 0 it gives what the in-process vocoder gives, from a waveform and from a log-mel."""
