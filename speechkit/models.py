@@ -51,7 +51,7 @@ from speechkit.tts.model import AcousticModel, predicted_durations
 from speechkit.tts.synthesis import load_acoustic_model
 from speechkit.tts.text import split_text
 from speechkit.vocoder.generation import load_vocoder
-from speechkit.vocoder.lpc import excitation, lpc_from_log_mel
+from speechkit.vocoder.lpc import excitation, source_filter
 from speechkit.vocoder.wavenet import WaveNet, conditioning_mel, network_input, silence_class
 
 __all__ = [
@@ -251,9 +251,9 @@ def _teacher_forced_logits(model, audio):
     """Logits over ``audio``'s samples given the real past: the waveform, or an ``lpc_order`` model's residual."""
     signal = audio
     if model.config.lpc_order:
-        predictors = lpc_from_log_mel(log_mel(audio, config=model.frontend), frontend=model.frontend,
-                                      order=model.config.lpc_order).numpy()
-        signal = excitation(audio, predictors, hop=model.frontend.hop_length)
+        predictors, gain = source_filter(log_mel(audio, config=model.frontend), frontend=model.frontend,
+                                         order=model.config.lpc_order, normalize=model.config.lpc_normalize)
+        signal = excitation(audio, predictors, hop=model.frontend.hop_length, gain=gain)
     classes = mu_law_encode(signal, model.frontend.mu).numpy().astype(np.int32)
     previous = np.concatenate([[silence_class(model.frontend)], classes[:-1]]).astype(np.int32)[None]
     inputs = {"audio": network_input(previous, config=model.config, frontend=model.frontend)}

@@ -6,7 +6,8 @@ import scipy.linalg
 import tensorflow as tf
 
 from speechkit.frontend import FrontendConfig, log_mel, power_spectrogram
-from speechkit.vocoder.lpc import excitation, excitation_span, lpc_from_log_mel, synthesize, synthesize_tf
+from speechkit.vocoder.lpc import (EXCITATION_SCALE, excitation, excitation_span, lpc_from_log_mel, source_filter,
+                                  synthesize, synthesize_tf)
 
 FRONTEND = FrontendConfig(kind="mel", normalize=False)
 SR = FRONTEND.sample_rate
@@ -196,3 +197,54 @@ def test_lpc_from_log_mel_in_a_graph_with_unknown_frames_and_batch(vowel):
     for row, mel in zip(out, mels):
         np.testing.assert_allclose(row, lpc_from_log_mel(mel[:frames], frontend=FRONTEND, order=8).numpy(),
                                    rtol=0, atol=1e-5)
+
+
+def _gain(audio):
+    lpc, gain = lpc_from_log_mel(log_mel(audio, config=FRONTEND), frontend=FRONTEND, order=ORDER, return_gain=True)
+    return lpc.numpy(), gain.numpy()
+
+
+def test_gain_predicts_the_residual_level_at_any_loudness(vowel, vowel_lpc):
+    voiced = _voiced_frames(len(vowel_lpc))
+    index = np.minimum((np.arange(vowel.size) + HOP // 2) // HOP, len(vowel_lpc) - 1)
+    lpc, gain = _gain(vowel)
+    np.testing.assert_allclose(lpc, vowel_lpc, rtol=0, atol=1e-6)
+    assert gain.shape == (len(vowel_lpc),) and gain.dtype == np.float32 and np.all(gain > 0)
+    true_rms = _frame_rms(excitation(vowel, vowel_lpc, hop=HOP), len(vowel_lpc))[voiced[index]]
+    error_db = 20 * np.log10(gain[index][voiced[index]] / true_rms)
+    assert abs(np.median(error_db)) < 6.0 and np.std(error_db) < 3.0
+    for scale in (0.1, 0.01):  # the coefficients ignore the level; the gain follows it
+        quieter_lpc, quieter = _gain(vowel * scale)
+        np.testing.assert_allclose(quieter_lpc[voiced], vowel_lpc[voiced], rtol=0, atol=5e-3)
+        np.testing.assert_allclose(quieter[voiced] / gain[voiced], scale, rtol=1e-3)
+
+    normalized = excitation(vowel, lpc, hop=HOP, gain=gain)
+    rms = np.sqrt(np.mean(normalized[voiced[index]].astype(np.float64) ** 2))
+    assert 0.3 * EXCITATION_SCALE < rms < 3 * EXCITATION_SCALE
+    quiet_lpc, quiet_gain = _gain(vowel * 0.01)
+    np.testing.assert_allclose(excitation(vowel * 0.01, quiet_lpc, hop=HOP, gain=quiet_gain)[voiced[index]],
+                               normalized[voiced[index]], rtol=0, atol=0.03 * EXCITATION_SCALE)
+
+
+def test_normalized_excitation_round_trips_in_numpy_and_xla(vowel):
+    quiet = _vowel(0.8, f0=(210.0, 160.0), seed=5) * 0.05
+    quiet = np.pad(quiet, (0, vowel.size - quiet.size))
+    filters = [_gain(vowel), _gain(quiet)]
+    residuals = np.stack([excitation(x, a, hop=HOP, gain=g) for x, (a, g) in zip((vowel, quiet), filters)])
+    lpcs, gains = np.stack([f[0] for f in filters]), np.stack([f[1] for f in filters])
+    np.testing.assert_allclose(synthesize(residuals[0], lpcs[0], hop=HOP, gain=gains[0]), vowel, rtol=0, atol=1e-4)
+    expected = synthesize(residuals, lpcs, hop=HOP, gain=gains)
+    np.testing.assert_allclose(expected, np.stack([vowel, quiet]), rtol=0, atol=1e-4)
+    compiled = tf.function(lambda e, a, g: synthesize_tf(e, a, hop=HOP, gain=g), jit_compile=True)
+    out = compiled(tf.constant(residuals), tf.constant(lpcs), tf.constant(gains)).numpy()
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1e-6)
+    assert source_filter(log_mel(vowel, config=FRONTEND), frontend=FRONTEND, order=ORDER, normalize=False)[1] is None
+
+
+def test_normalized_span_is_a_stretch_of_the_whole_normalized_residual(vowel):
+    audio = vowel[:60 * HOP]
+    lpc, gain = _gain(audio)
+    full = excitation(audio, lpc, hop=HOP, gain=gain)
+    span = excitation_span(audio, lpc[10:40], hop=HOP, first_frame=10, start=12 * HOP, stop=38 * HOP,
+                           gain=gain[10:40])
+    np.testing.assert_array_equal(span, full[12 * HOP:38 * HOP])

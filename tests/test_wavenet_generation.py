@@ -11,7 +11,7 @@ import tensorflow as tf
 from speechkit.errors import ConfigError
 from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode, mu_law_encode
 from speechkit.vocoder.fast import FastWaveNet
-from speechkit.vocoder.lpc import lpc_from_log_mel, synthesize
+from speechkit.vocoder.lpc import source_filter, synthesize
 from speechkit.vocoder.generation import (TFGenerator, Vocoder, VocoderModule, _packed_step, _packed_weights,
                                           sample_from_logits)
 from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig, conditioning_mel, silence_class
@@ -229,9 +229,10 @@ def test_primed_generation_continues_from_the_seed():
     assert np.abs(out[..., None] - levels).min(axis=-1).max() < 1e-6
 
 
-@pytest.mark.parametrize("lpc_order", [0, 8], ids=["waveform", "lpc"])
-def test_saved_model_vocodes_like_keras(tmp_path, lpc_order):
-    model = _model(conditioning="mel", lpc_order=lpc_order)
+@pytest.mark.parametrize("lpc_order, lpc_normalize", [(0, False), (8, False), (8, True)],
+                         ids=["waveform", "lpc", "lpc-normalized"])
+def test_saved_model_vocodes_like_keras(tmp_path, lpc_order, lpc_normalize):
+    model = _model(conditioning="mel", lpc_order=lpc_order, lpc_normalize=lpc_normalize)
     module = VocoderModule(model, jit_compile=False)
     audio = np.random.default_rng(6).uniform(-0.5, 0.5, 250).astype(np.float32)
     expected = module.vocode(audio, tf.constant(3), tf.constant(0.0)).numpy()
@@ -245,9 +246,11 @@ def test_saved_model_vocodes_like_keras(tmp_path, lpc_order):
     np.testing.assert_allclose(got, greedy, atol=1e-5 if lpc_order else 1e-6)
 
 
-def test_lpc_vocoder_filters_the_residual_the_network_draws():
-    """An ``lpc_order`` model draws the samples a waveform model with its weights would, then filters them."""
-    lpc_model = _model(conditioning="mel", lpc_order=8)
+@pytest.mark.parametrize("normalize", [False, True], ids=["residual", "normalized"])
+def test_lpc_vocoder_filters_the_residual_the_network_draws(normalize):
+    """An ``lpc_order`` model draws the samples a waveform model with its weights would, then filters them
+    (scaled by the predictor's gain first, with ``lpc_normalize``)."""
+    lpc_model = _model(conditioning="mel", lpc_order=8, lpc_normalize=normalize)
     plain = WaveNet(compact(conditioning="mel"), FRONTEND)
     plain.build()
     for mine, theirs in zip(plain.weights, lpc_model.weights):
@@ -260,8 +263,9 @@ def test_lpc_vocoder_filters_the_residual_the_network_draws():
     for backend in ("fast", "tf"):
         got = Vocoder(lpc_model).vocode(audios, seed=2, backend=backend)
         for audio, residual, out in zip(audios, drawn, got):
-            predictors = lpc_from_log_mel(log_mel(audio, config=FRONTEND), frontend=FRONTEND, order=8).numpy()
-            expected = np.clip(synthesize(residual, predictors, hop=FRONTEND.hop_length), -1, 1)
+            predictors, gain = source_filter(log_mel(audio, config=FRONTEND), frontend=FRONTEND, order=8,
+                                             normalize=normalize)
+            expected = np.clip(synthesize(residual, predictors, hop=FRONTEND.hop_length, gain=gain), -1, 1)
             np.testing.assert_allclose(out, expected, atol=1e-6)
             assert np.abs(out - residual).max() > 1e-2
     mels = [log_mel(a, config=FRONTEND).numpy()[:-1] for a in audios]

@@ -13,7 +13,7 @@ from speechkit.data.manifest import Utterance, write_manifest
 from speechkit.errors import ConfigError, SpeechkitError
 from speechkit.frontend import FrontendConfig, log_mel, mu_law_encode
 from speechkit.vocoder.data import WindowSampler, corpus_from_dir, load_corpus, window_dataset
-from speechkit.vocoder.lpc import excitation, lpc_from_log_mel
+from speechkit.vocoder.lpc import EXCITATION_SCALE, excitation, source_filter
 from speechkit.training import OptimizerConfig
 from speechkit.vocoder.config import VocoderConfig, VocoderTrainConfig, load_vocoder_config
 from speechkit.vocoder.train import build_model, train_vocoder
@@ -82,25 +82,31 @@ def test_window_mel_and_samples_align_with_the_whole_utterance(tmp_path):
     assert starts_seen == {0, 1, 2, 3}
 
 
-def test_lpc_windows_hold_the_whole_utterances_residual(tmp_path):
-    """With ``lpc_order`` the samples are the residual of the predictor from the utterance's own mel, exactly."""
+@pytest.mark.parametrize("normalize", [False, True], ids=["residual", "normalized"])
+def test_lpc_windows_hold_the_whole_utterances_residual(tmp_path, normalize):
+    """With ``lpc_order`` the samples are the residual of the predictor from the utterance's own mel, exactly
+    (divided by the predictor's gain, with ``lpc_normalize``)."""
     corpus = _harmonic_corpus(tmp_path, (0.08, 0.11))
     sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=1, batch_size=6, seed=1, history=2,
-                            lpc_order=16)
+                            lpc_order=16, lpc_normalize=normalize)
     hop, inputs = FRONTEND.hop_length, 6 * FRONTEND.hop_length
     for step in range(3):
         batch = sampler.batch(step)
         for row in range(6):
             u, k = batch["utterance"][row], batch["start"][row]
             audio = corpus.audio(u)
-            predictors = lpc_from_log_mel(log_mel(audio, config=FRONTEND), frontend=FRONTEND, order=16).numpy()
+            predictors, gain = source_filter(log_mel(audio, config=FRONTEND), frontend=FRONTEND, order=16,
+                                             normalize=normalize)
             residual = np.concatenate([np.zeros(inputs + 1, np.float32),
-                                       excitation(audio, predictors, hop=hop)])
+                                       excitation(audio, predictors, hop=hop, gain=gain)])
             classes = mu_law_encode(residual, FRONTEND.mu).numpy()
             end = inputs + 1 + (k + 4) * hop
             np.testing.assert_array_equal(batch["target"][row], classes[end - 4 * hop:end])
             np.testing.assert_array_equal(batch["prev"][row][-4 * hop:], classes[end - 4 * hop - 1:end - 1])
-            assert np.std(residual) < 0.5 * np.std(audio)
+            if normalize:  # the level the filter restores is out: about EXCITATION_SCALE, at any loudness
+                assert 0.2 * EXCITATION_SCALE < np.std(residual[inputs + 1:]) < 5 * EXCITATION_SCALE
+            else:
+                assert np.std(residual) < 0.5 * np.std(audio)
     with pytest.raises(ValueError, match="context >= 1"):
         WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=0, batch_size=2, seed=1, lpc_order=16)
 

@@ -32,7 +32,7 @@ from speechkit import audio as audio_io
 from speechkit.data.manifest import SkipReport, read_manifest
 from speechkit.errors import AudioError, SpeechkitError
 from speechkit.frontend import log_mel, mu_law_encode
-from speechkit.vocoder.lpc import excitation_span, lpc_from_log_mel
+from speechkit.vocoder.lpc import excitation_span, source_filter
 from speechkit.vocoder.wavenet import network_input, silence_class
 
 __all__ = ["AudioCorpus", "load_corpus", "corpus_from_manifest", "corpus_from_dir", "history_frames",
@@ -169,14 +169,17 @@ class WindowSampler:
             model needs).
         lpc_order: int >= 0; > 0 makes the samples the residual of that order's predictor from the
             mel (needs ``context`` >= 1: a sample's predictor may come from the frame after it).
+        lpc_normalize: bool, the residual divided by the level the predictor implies (``lpc.source_filter``).
     """
 
-    def __init__(self, corpus, *, frontend, window_frames, context, batch_size, seed, history=0, lpc_order=0):
+    def __init__(self, corpus, *, frontend, window_frames, context, batch_size, seed, history=0, lpc_order=0,
+                 lpc_normalize=False):
         if int(history) != history or history < 0:
             raise ValueError(f"history must be an int >= 0, received: {history!r}")
         if lpc_order and context < 1:
             raise ValueError(f"lpc_order {lpc_order} needs context >= 1, received: {context}")
         self.lpc_order = int(lpc_order)
+        self.lpc_normalize = bool(lpc_normalize)
         self.corpus = corpus
         self.frontend = frontend
         self.hop = frontend.hop_length
@@ -226,11 +229,12 @@ class WindowSampler:
             window[row, max(-w0, 0):] = audio[max(w0, 0):w0 + inputs + 1]
             rows.append((audio, first - self.context - self.edge, w0))
         if self.lpc_order:
-            predictors = lpc_from_log_mel(log_mel(segment, config=self.frontend), frontend=self.frontend,
-                                          order=self.lpc_order).numpy()
+            predictors, gains = source_filter(log_mel(segment, config=self.frontend), frontend=self.frontend,
+                                              order=self.lpc_order, normalize=self.lpc_normalize)
             for row, (audio, frame0, w0) in enumerate(rows):
                 window[row] = excitation_span(audio, predictors[row], hop=self.hop, first_frame=frame0,
-                                              start=w0, stop=w0 + inputs + 1)
+                                              start=w0, stop=w0 + inputs + 1,
+                                              gain=None if gains is None else gains[row])
         classes = mu_law_encode(window, self.frontend.mu).numpy()
         classes[~has_prev, 0] = silence_class(self.frontend)
         return {"segment": segment, "prev": classes[:, :-1], "target": classes[:, 1 + inputs - self.window:],

@@ -26,7 +26,8 @@ from speechkit.errors import ConfigError, RunError
 from speechkit.frontend import log_mel, mu_law_decode, mu_law_encode
 from speechkit.runs import RunDir
 from speechkit.vocoder.fast import FastWaveNet
-from speechkit.vocoder.lpc import excitation, lpc_from_log_mel, noise_excitation, synthesize, synthesize_tf
+from speechkit.vocoder.lpc import (excitation, lpc_from_log_mel, noise_excitation, source_filter, synthesize,
+                                   synthesize_tf)
 from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig, conditioning_mel, silence_class
 
 __all__ = [
@@ -305,8 +306,12 @@ def restore_waveform(model, generated, mel):
     order = model.config.lpc_order
     if not order:
         return generated
-    predictors = lpc_from_log_mel(mel, frontend=model.frontend, order=order)
-    return tf.clip_by_value(_synthesize_xla(generated, predictors, hop=model.frontend.hop_length), -1.0, 1.0)
+    hop = model.frontend.hop_length
+    if not model.config.lpc_normalize:
+        predictors = lpc_from_log_mel(mel, frontend=model.frontend, order=order)
+        return tf.clip_by_value(_synthesize_xla(generated, predictors, hop=hop), -1.0, 1.0)
+    predictors, gain = lpc_from_log_mel(mel, frontend=model.frontend, order=order, return_gain=True)
+    return tf.clip_by_value(_synthesize_xla(generated, predictors, hop=hop, gain=gain), -1.0, 1.0)
 
 
 # The filter is a loop over samples: compiled, a step is a few fused ops; in a plain graph each step
@@ -394,9 +399,9 @@ class Vocoder:
         mu = self.frontend.mu
         if not self.config.lpc_order:
             return mu_law_decode(mu_law_encode(audio, mu), mu).numpy()
-        predictors, residual = self._residual(audio)
+        (predictors, gain), residual = self._residual(audio)
         return np.clip(synthesize(mu_law_decode(mu_law_encode(residual, mu), mu).numpy(), predictors,
-                                  hop=self.frontend.hop_length), -1.0, 1.0)
+                                  hop=self.frontend.hop_length, gain=gain), -1.0, 1.0)
 
     def noise_excited(self, audio, *, seed=0):
         """An ``lpc_order`` model's filter driven by white noise at ``audio``'s residual level, frame by frame.
@@ -406,14 +411,20 @@ class Vocoder:
         """
         if not self.config.lpc_order:
             raise ConfigError(f"{self.run_dir}: this model has no LPC filter (lpc_order 0)")
-        predictors, residual = self._residual(audio_io.valid_audio(audio))
+        (predictors, gain), residual = self._residual(audio_io.valid_audio(audio))
         hop = self.frontend.hop_length
-        return np.clip(synthesize(noise_excitation(residual, hop=hop, seed=seed), predictors, hop=hop), -1.0, 1.0)
+        return np.clip(synthesize(noise_excitation(residual, hop=hop, seed=seed), predictors, hop=hop, gain=gain),
+                       -1.0, 1.0)
+
+    def _source_filter(self, mel):
+        """``(lpc, gain)`` of the filter for log-mel ``mel`` (``speechkit.vocoder.lpc.source_filter``)."""
+        return source_filter(mel, frontend=self.frontend, order=self.config.lpc_order,
+                             normalize=self.config.lpc_normalize)
 
     def _residual(self, audio):
-        predictors = lpc_from_log_mel(log_mel(audio, config=self.frontend), frontend=self.frontend,
-                                      order=self.config.lpc_order).numpy()
-        return predictors, excitation(audio, predictors, hop=self.frontend.hop_length)
+        """``((lpc, gain), residual)``: the filter of ``audio`` and the samples the network models for it."""
+        predictors, gain = self._source_filter(log_mel(audio, config=self.frontend))
+        return (predictors, gain), excitation(audio, predictors, hop=self.frontend.hop_length, gain=gain)
 
     def vocode(self, audios, *, temperature=1.0, seed=0, speaker=None, backend="fast", batch_size=8,
                progress=False):
@@ -483,8 +494,8 @@ class Vocoder:
             for row, i in enumerate(idx):
                 results[i] = waves[row, :lengths[i]]
                 if self.config.lpc_order:
-                    predictors = lpc_from_log_mel(mel(i), frontend=self.frontend, order=self.config.lpc_order)
-                    results[i] = np.clip(synthesize(results[i], predictors.numpy(), hop=self.frontend.hop_length),
+                    predictors, gain = self._source_filter(mel(i))
+                    results[i] = np.clip(synthesize(results[i], predictors, hop=self.frontend.hop_length, gain=gain),
                                          -1.0, 1.0)
             bar.update(sum(lengths[i] for i in idx))
         bar.close()

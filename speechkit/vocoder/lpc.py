@@ -7,6 +7,13 @@ model than the waveform, and the all-pole filter 1 / A(z) puts the envelope back
 ``synthesize_tf`` for the exported graph). ``excitation_span`` gives a training window's residual from the
 coefficients of the frames around it.
 
+The residual's level follows the speech's, over 60 dB, and a network that has to predict it from the mel
+gets it wrong by more than 6 dB in one frame out of five (wavenet-mini, LPC campaign 1). The Levinson
+recursion already predicts it: its final error is the residual's power per sample, within 2.5 dB (std) over
+test utterances (``benchmarks/bench_lpc_level.py``). So a model can take that prediction, ``gain``, from the
+mel as well (``source_filter``) and model the residual divided by it (``excitation(..., gain=gain)``): then
+the level is the filter's job, and the network's only one is the excitation's shape: pulses, noise, or both.
+
 Conventions: ``lpc[..., f, :]`` holds ``[1, a1, ..., ap]`` of A(z) = 1 + a1 z^-1 + ... + ap z^-p for
 front-end frame ``f``. Sample ``t`` uses the frame whose centre is nearest, ``f(t) = min((t + hop // 2)
 // hop, frames - 1)`` (frame ``f`` is centred on sample ``f * hop``), and the coefficients switch
@@ -29,12 +36,16 @@ import tensorflow as tf
 
 from speechkit.frontend import mel_filterbank
 
-__all__ = ["lpc_from_log_mel", "excitation", "excitation_span", "synthesize", "synthesize_tf"]
+__all__ = ["lpc_from_log_mel", "source_filter", "excitation", "excitation_span", "synthesize", "synthesize_tf",
+           "EXCITATION_SCALE"]
 
 LAG_WINDOW_HZ = 60.0
 WHITE_NOISE_CORRECTION = 1.0001
 MAX_REFLECTION = 0.999
 _POWER_FLOOR = 1e-12  # relative to the mel power of the frame's loudest band; keeps r[0] > 0
+# A gain-normalised residual is e / gain * EXCITATION_SCALE: on the mini test set its RMS is then about 0.08
+# and 99.9% of its samples stay below 0.35 in magnitude, inside mu-law's [-1, 1] with room for pitch pulses.
+EXCITATION_SCALE = 0.1
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,7 +64,14 @@ def _lag_window(order, sample_rate):
     return window
 
 
-def lpc_from_log_mel(log_mel, *, frontend, order=16):
+def _window_energy(frontend):
+    """float, sum of the squared mel analysis window (periodic Hann, as the front end's): r[0] of a frame over
+    the signal's power per sample."""
+    n = frontend.mel_frame_length
+    return float(np.sum((0.5 - 0.5 * np.cos(2.0 * math.pi * np.arange(n) / n)) ** 2))
+
+
+def lpc_from_log_mel(log_mel, *, frontend, order=16, return_gain=False):
     """LPC coefficients of each frame of a log-mel: the envelope the synthesis filter restores.
 
     Pure TensorFlow ops, so that an exported vocoder derives the coefficients from its input mel in
@@ -65,10 +83,13 @@ def lpc_from_log_mel(log_mel, *, frontend, order=16):
         log_mel: float32 [..., frames, n_mels], the front end's unnormalised ``log_mel`` (any leading dims).
         frontend: FrontendConfig that produced ``log_mel`` (its filterbank is inverted).
         order: int >= 1, prediction order p.
+        return_gain: bool, also return each frame's ``gain``.
 
     Returns:
         float32 tensor [..., frames, order + 1], ``[1, a1, ..., ap]`` per frame; every frame's 1 / A(z) is
-        stable (reflection coefficients clipped to +-``MAX_REFLECTION``).
+        stable (reflection coefficients clipped to +-``MAX_REFLECTION``). With ``return_gain``, a pair of
+        it and ``gain``, float32 [..., frames] > 0: the residual's RMS that the prediction error implies,
+        the final Levinson error over the window's energy.
     """
     if order < 1:
         raise ValueError(f"order must be >= 1, received: {order}")
@@ -76,7 +97,8 @@ def lpc_from_log_mel(log_mel, *, frontend, order=16):
     inverse = tf.constant(_pseudo_inverse(frontend))
     # The coefficients do not depend on the level: scaling each frame to a peak of 1 keeps exp() finite for
     # any predicted mel and makes the floor relative.
-    mel = tf.exp(log_mel - tf.reduce_max(log_mel, axis=-1, keepdims=True))
+    peak = tf.reduce_max(log_mel, axis=-1, keepdims=True)
+    mel = tf.exp(log_mel - peak)
     power = tf.nn.relu(tf.tensordot(mel, inverse, axes=1)) + _POWER_FLOOR
     autocorrelation = tf.signal.irfft(tf.complex(power, tf.zeros_like(power)),
                                       fft_length=[frontend.mel_fft_length])[..., :order + 1]
@@ -90,7 +112,28 @@ def lpc_from_log_mel(log_mel, *, frontend, order=16):
         extended = tf.concat([a, tf.zeros_like(a[..., :1])], axis=-1)
         a = extended + k[..., tf.newaxis] * tf.reverse(extended, axis=[-1])
         error = error * (1.0 - k * k)
-    return tf.cast(a, tf.float32)
+    if not return_gain:
+        return tf.cast(a, tf.float32)
+    log_power = tf.math.log(error / _window_energy(frontend)) + tf.cast(peak[..., 0], tf.float64)
+    return tf.cast(a, tf.float32), tf.cast(tf.exp(0.5 * log_power), tf.float32)
+
+
+def source_filter(log_mel, *, frontend, order, normalize):
+    """The filter a residual model's samples go through: ``(lpc, gain)`` numpy, ``gain`` None unless ``normalize``.
+
+    Args:
+        log_mel: float32 [..., frames, n_mels], as for ``lpc_from_log_mel``.
+        frontend: FrontendConfig.
+        order: int >= 1.
+        normalize: bool, the model's ``lpc_normalize``.
+
+    Returns:
+        float32 numpy ``lpc`` [..., frames, order + 1] and ``gain`` [..., frames] or None.
+    """
+    if not normalize:
+        return lpc_from_log_mel(log_mel, frontend=frontend, order=order).numpy(), None
+    lpc, gain = lpc_from_log_mel(log_mel, frontend=frontend, order=order, return_gain=True)
+    return lpc.numpy(), gain.numpy()
 
 
 def _frame_index(start, stop, frames, hop):
@@ -112,23 +155,34 @@ def _residual(audio, coeffs, start):
     return out
 
 
-def excitation(audio, lpc, *, hop):
+def _normalized(residual, gain):
+    """``residual`` (float64, per sample) divided by ``gain`` (per sample) and scaled by ``EXCITATION_SCALE``."""
+    return residual * (EXCITATION_SCALE / np.asarray(gain, np.float64))
+
+
+def excitation(audio, lpc, *, hop, gain=None):
     """The LPC residual e = A(z) s, the signal the WaveNet models in place of the waveform.
 
     Args:
         audio: float numpy [samples].
         lpc: float numpy [frames, p + 1] (``lpc_from_log_mel`` of the audio's log-mel).
         hop: int, samples per frame (``FrontendConfig.hop_length``).
+        gain: float numpy [frames] or None; given (``lpc_from_log_mel(..., return_gain=True)``), the residual
+            is normalised: ``e / gain * EXCITATION_SCALE``.
 
     Returns:
         float32 numpy [samples]; samples before the start count as 0.
     """
     audio = np.asarray(audio, np.float64)
     lpc = np.asarray(lpc, np.float64)
-    return _residual(audio, lpc[_frame_index(0, len(audio), len(lpc), hop)], 0).astype(np.float32)
+    index = _frame_index(0, len(audio), len(lpc), hop)
+    out = _residual(audio, lpc[index], 0)
+    if gain is not None:
+        out = _normalized(out, np.asarray(gain)[index])
+    return out.astype(np.float32)
 
 
-def excitation_span(audio, lpc, *, hop, first_frame, start, stop):
+def excitation_span(audio, lpc, *, hop, first_frame, start, stop, gain=None):
     """Samples ``[start, stop)`` of the whole utterance's ``excitation``, from the coefficients of a few frames.
 
     A training window needs the residual of a stretch of an utterance, and its mel (so its coefficients)
@@ -142,6 +196,8 @@ def excitation_span(audio, lpc, *, hop, first_frame, start, stop):
         hop: int, samples per frame.
         first_frame: int, the utterance frame of ``lpc[0]`` (negative for frames before the start).
         start, stop: int, ``start <= stop``; positions outside the utterance give 0.
+        gain: float numpy [frames] or None, the gains of the same frames as ``lpc``: normalises the residual
+            as ``excitation``'s does.
 
     Returns:
         float32 numpy [stop - start].
@@ -160,7 +216,8 @@ def excitation_span(audio, lpc, *, hop, first_frame, start, stop):
         raise ValueError(f"samples [{lo}, {hi}) need utterance frames {index[0] + first_frame} to "
                          f"{index[-1] + first_frame}, but lpc holds frames {first_frame} to "
                          f"{first_frame + len(lpc) - 1}")
-    out[lo - start:hi - start] = _residual(audio, lpc[index], lo)
+    residual = _residual(audio, lpc[index], lo)
+    out[lo - start:hi - start] = residual if gain is None else _normalized(residual, np.asarray(gain)[index])
     return out
 
 
@@ -200,13 +257,21 @@ def _all_pole(excitation, lpc, hop):
     return out
 
 
-def synthesize(excitation, lpc, *, hop):
+def _denormalized(excitation, gain, hop):
+    """float64 numpy: a normalised excitation [samples] times its frames' ``gain`` [frames], over the scale."""
+    index = _frame_index(0, len(excitation), len(gain), hop)
+    return excitation * (np.asarray(gain, np.float64)[index] / EXCITATION_SCALE)
+
+
+def synthesize(excitation, lpc, *, hop, gain=None):
     """Speech from an excitation through the all-pole filter 1 / A(z): the inverse of ``excitation``.
 
     Args:
         excitation: float numpy [samples] or [batch, samples].
         lpc: float numpy [frames, p + 1] or [batch, frames, p + 1] (matching ``excitation``'s rank).
         hop: int, samples per frame.
+        gain: float numpy [frames] or [batch, frames] or None; given, ``excitation`` is normalised (as
+            ``excitation(..., gain=gain)`` makes it) and is scaled back first.
 
     Returns:
         float32 numpy, the shape of ``excitation``. The recursion runs in float64, so rounding does not
@@ -218,15 +283,17 @@ def synthesize(excitation, lpc, *, hop):
         if lpc.ndim != 3 or lpc.shape[0] != excitation.shape[0]:
             raise ValueError(f"a batch of excitations [batch, samples] needs lpc [batch, frames, p + 1], received: "
                              f"{excitation.shape} and {lpc.shape}")
-        return np.stack([_all_pole(np.ascontiguousarray(e), np.ascontiguousarray(a), int(hop))
-                         for e, a in zip(excitation, lpc)]).astype(np.float32)
+        gains = [None] * len(excitation) if gain is None else gain
+        return np.stack([synthesize(e, a, hop=hop, gain=g) for e, a, g in zip(excitation, lpc, gains)])
     if excitation.ndim != 1 or lpc.ndim != 2:
         raise ValueError(f"need excitation [samples] with lpc [frames, p + 1], received: {excitation.shape} and "
                          f"{lpc.shape}")
-    return _all_pole(excitation, np.ascontiguousarray(lpc), int(hop)).astype(np.float32)
+    if gain is not None:
+        excitation = _denormalized(excitation, gain, hop)
+    return _all_pole(np.ascontiguousarray(excitation), np.ascontiguousarray(lpc), int(hop)).astype(np.float32)
 
 
-def synthesize_tf(excitation, lpc, *, hop):
+def synthesize_tf(excitation, lpc, *, hop, gain=None):
     """``synthesize`` in TensorFlow ops, for the exported SavedModel.
 
     A ``tf.while_loop`` over samples carrying the last p outputs: under XLA (``tf.function(jit_compile=True)``)
@@ -237,6 +304,7 @@ def synthesize_tf(excitation, lpc, *, hop):
         excitation: float32 [batch, samples].
         lpc: float32 [batch, frames, p + 1], p known statically.
         hop: int, samples per frame.
+        gain: float32 [batch, frames] or None, as in ``synthesize``.
 
     Returns:
         float32 tensor [batch, samples]. The recursion runs in float64, as ``synthesize``'s does: near
@@ -248,6 +316,9 @@ def synthesize_tf(excitation, lpc, *, hop):
     samples = tf.shape(excitation)[1]
     index = tf.minimum((tf.range(samples) + hop // 2) // hop, tf.shape(lpc)[1] - 1)
     coeffs = tf.transpose(tf.gather(lpc[..., 1:], index, axis=1), [1, 0, 2])  # [samples, batch, p]
+    if gain is not None:
+        scale = tf.cast(tf.convert_to_tensor(gain, tf.float32), tf.float64) / EXCITATION_SCALE
+        excitation = excitation * tf.gather(scale, index, axis=1)
     inputs = tf.transpose(excitation)  # [samples, batch]
     outputs = tf.TensorArray(tf.float64, size=samples)
 

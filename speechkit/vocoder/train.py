@@ -132,7 +132,8 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     history = history_frames(rf.samples, config.frontend.hop_length) if tc.full_history else 0
     sampler = WindowSampler(corpus, frontend=config.frontend, window_frames=tc.window_frames,
                             context=config.model.cond_context, batch_size=tc.batch_size, seed=tc.seed, history=history,
-                            lpc_order=config.model.lpc_order)
+                            lpc_order=config.model.lpc_order,
+                            lpc_normalize=config.model.lpc_normalize)
     steps = tc.steps_per_epoch
     batch_seconds = tc.batch_size * window / sr
     reference_len = min(int(tc.sample_seconds * sr), len(corpus.audios[0]))

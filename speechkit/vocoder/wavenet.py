@@ -81,6 +81,9 @@ class WaveNetConfig(Config):
             all-pole filter restores the waveform (``speechkit.vocoder.lpc``; ExcitNet, Song et al.,
             2019). The filter gives every frame its spectral envelope, so the network only has to
             learn the excitation: pitch pulses and noise.
+        lpc_normalize: bool (``lpc_order`` > 0): the network models the residual divided by the level the
+            predictor implies for it (``lpc_from_log_mel(..., return_gain=True)``), so that the filter sets
+            the level and the network only the excitation's shape.
     """
 
     input_type: str = "mulaw"
@@ -101,6 +104,7 @@ class WaveNetConfig(Config):
     mel_std: float = 4.0
     num_classes: int = 256
     lpc_order: int = 0
+    lpc_normalize: bool = False
 
     def __post_init__(self):
         if self.input_type not in _INPUT_TYPES:
@@ -125,6 +129,8 @@ class WaveNetConfig(Config):
         if self.lpc_order and (self.conditioning != "mel" or self.cond_context < 1):
             raise ConfigError("lpc_order > 0 needs mel conditioning with cond_context >= 1: the predictor "
                               "comes from the mel frames around each sample")
+        if self.lpc_normalize and not self.lpc_order:
+            raise ConfigError("lpc_normalize needs lpc_order > 0: the level comes from the predictor")
 
     @property
     def num_layers(self):
