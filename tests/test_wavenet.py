@@ -200,6 +200,9 @@ def test_missing_conditioning_raises():
     (dict(kernel_size=1), "kernel_size"),
     (dict(input_type="float"), "input_type"),
     (dict(num_classes=128), "num_classes"),
+    (dict(lpc_normalize=True), "lpc_normalize"),
+    (dict(pitch_features=1), "pitch_features"),
+    (dict(pitch_features=16, conditioning="none"), "pitch_features"),
 ])
 def test_config_errors(bad, match):
     with pytest.raises(ConfigError, match=match):

@@ -229,10 +229,10 @@ def test_primed_generation_continues_from_the_seed():
     assert np.abs(out[..., None] - levels).min(axis=-1).max() < 1e-6
 
 
-@pytest.mark.parametrize("lpc_order, lpc_normalize", [(0, False), (8, False), (8, True)],
-                         ids=["waveform", "lpc", "lpc-normalized"])
-def test_saved_model_vocodes_like_keras(tmp_path, lpc_order, lpc_normalize):
-    model = _model(conditioning="mel", lpc_order=lpc_order, lpc_normalize=lpc_normalize)
+@pytest.mark.parametrize("lpc_order, lpc_normalize, pitch", [(0, False, 0), (8, False, 0), (8, True, 16)],
+                         ids=["waveform", "lpc", "lpc-normalized-pitch"])
+def test_saved_model_vocodes_like_keras(tmp_path, lpc_order, lpc_normalize, pitch):
+    model = _model(conditioning="mel", lpc_order=lpc_order, lpc_normalize=lpc_normalize, pitch_features=pitch)
     module = VocoderModule(model, jit_compile=False)
     audio = np.random.default_rng(6).uniform(-0.5, 0.5, 250).astype(np.float32)
     expected = module.vocode(audio, tf.constant(3), tf.constant(0.0)).numpy()

@@ -60,9 +60,10 @@ def test_window_with_history_aligns_with_the_zero_extended_utterance(tmp_path):
     assert {0, 1, 2, 5} <= starts_seen, "windows at, near and away from an utterance start"
 
 
-def test_scored_positions_get_the_full_pass_logits_and_loss_counts_only_them(tmp_path):
+@pytest.mark.parametrize("pitch", [0, 16], ids=["mel", "mel-and-pitch"])
+def test_scored_positions_get_the_full_pass_logits_and_loss_counts_only_them(tmp_path, pitch):
     config = WaveNetConfig(layers_per_stack=4, stacks=2, residual_channels=8, gate_channels=8, skip_channels=8,
-                           head_channels=16, cond_channels=8)
+                           head_channels=16, cond_channels=8, pitch_features=pitch)
     model = WaveNet(config, FRONTEND)
     model.build()
     rf = model.receptive_field().samples

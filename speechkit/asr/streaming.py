@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from speechkit import audio as audio_io
 from speechkit import frontend as fe
+from speechkit.data.manifest import even_spread
 from speechkit.errors import AudioError, ConfigError, SpeechkitError
 
 __all__ = [
@@ -436,9 +437,7 @@ def frontend_with_statistics(frontend, utterances, *, max_utterances=500):
     """
     if not frontend.needs_statistics:
         return frontend
-    picked = utterances
-    if len(utterances) > max_utterances:
-        picked = [utterances[i] for i in np.linspace(0, len(utterances) - 1, max_utterances).round().astype(int)]
+    picked = even_spread(utterances, max_utterances)
 
     def audios():
         for utt in picked:

@@ -41,7 +41,7 @@ from speechkit.asr.deepspeech2 import DeepSpeech2Config, build_deepspeech2, outp
 from speechkit.asr.inference import load_run
 from speechkit.asr.streaming import frontend_with_statistics
 from speechkit.config import Config
-from speechkit.data.manifest import SkipReport, read_manifest
+from speechkit.data.manifest import SkipReport, even_spread, read_manifest
 from speechkit.data.pipeline import FeatureCache, asr_dataset, frame_counts, plan_batches
 from speechkit.errors import ConfigError, SpeechkitError, TextError
 from speechkit.frontend import FrontendConfig
@@ -196,9 +196,7 @@ def _dev_evaluator(config, network, dev_manifest, vocabulary):
                                skip_report=report)
     if not dev:
         raise SpeechkitError(f"{dev_manifest}: no usable dev utterances ({report.summary()})")
-    if len(dev) > config.dev_max_utterances:
-        keep = np.linspace(0, len(dev) - 1, config.dev_max_utterances).round().astype(int)
-        dev = [dev[i] for i in sorted(set(keep.tolist()))]
+    dev = even_spread(dev, config.dev_max_utterances)
     batches = plan_batches([u.duration for u in dev], batch_size=config.dev_batch_size, epoch=0, sortagrad=True)
     refs = [dev[i].text for b in batches for i in b]
     dataset = asr_dataset(dev, batches, vocabulary=vocabulary, frontend=config.frontend).cache()

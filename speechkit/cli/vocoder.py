@@ -57,7 +57,8 @@ def register(commands, groups):
     add_model_argument(p, "vocoder")
     p.add_argument("--manifest", required=True, help="held-out utterances (JSONL)")
     p.add_argument("--out", required=True, help="report folder (report.json, report.md, wav/, png/)")
-    p.add_argument("--limit", type=int, default=None, help="first N utterances of the manifest")
+    p.add_argument("--limit", type=int, default=None,
+                   help="N utterances evenly spread over the manifest (so over its speakers)")
     p.add_argument("--asr", default=None, metavar="RUN_ASR",
                    help="ASR run or released ASR model name: WER of vocoded next to original audio")
     p.add_argument("--plots", type=int, default=4, help="utterances with spectrogram PNGs")
@@ -168,7 +169,7 @@ def _generate(args):
 
 
 def _eval(args):
-    from speechkit.data.manifest import read_manifest
+    from speechkit.data.manifest import even_spread, read_manifest
     from speechkit.vocoder.evaluate import evaluate_vocoder
     from speechkit.vocoder.generation import load_vocoder
 
@@ -178,7 +179,7 @@ def _eval(args):
     vocoder = load_vocoder(run_dir)
     utterances = read_manifest(args.manifest)
     if args.limit is not None:
-        utterances = utterances[:args.limit]
+        utterances = even_spread(utterances, args.limit)
     recognizer = None
     if args.asr:
         from speechkit.asr.inference import load_run

@@ -10,10 +10,13 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+
 from speechkit.config import atomic_write_text
 from speechkit.errors import ManifestError
 
-__all__ = ["Utterance", "SkipReport", "read_manifest", "write_manifest", "combine_manifests", "write_transcripts"]
+__all__ = ["Utterance", "SkipReport", "read_manifest", "write_manifest", "even_spread", "combine_manifests",
+           "write_transcripts"]
 
 REQUIRED_FIELDS = ("id", "audio", "duration", "text", "speaker")
 
@@ -122,6 +125,17 @@ def write_manifest(path, utterances):
         lines.append(json.dumps(entry, ensure_ascii=False))
     os.makedirs(base, exist_ok=True)
     atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def even_spread(items, count):
+    """At most ``count`` of ``items``, evenly spread over the list and in its order (all of them if fewer).
+
+    A manifest lists each speaker's utterances together, so a spread reaches every speaker where the
+    first ``count`` items would reach one or two.
+    """
+    if len(items) <= count:
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
 def combine_manifests(paths, out, *, speakers=None, max_hours=None):

@@ -36,8 +36,8 @@ import tensorflow as tf
 
 from speechkit.frontend import mel_filterbank
 
-__all__ = ["lpc_from_log_mel", "source_filter", "excitation", "excitation_span", "synthesize", "synthesize_tf",
-           "EXCITATION_SCALE"]
+__all__ = ["implied_autocorrelation", "lpc_from_log_mel", "source_filter", "excitation", "excitation_span",
+           "synthesize", "synthesize_tf", "EXCITATION_SCALE"]
 
 LAG_WINDOW_HZ = 60.0
 WHITE_NOISE_CORRECTION = 1.0001
@@ -71,6 +71,29 @@ def _window_energy(frontend):
     return float(np.sum((0.5 - 0.5 * np.cos(2.0 * math.pi * np.arange(n) / n)) ** 2))
 
 
+def implied_autocorrelation(log_mel, *, frontend):
+    """The autocorrelation of each frame's windowed signal that its mel power implies, up to a level.
+
+    The linear power comes through the filterbank's pseudo-inverse (negative bins clipped); its inverse
+    FFT is the autocorrelation at every lag. The coefficients and the pitch do not depend on the level:
+    scaling each frame to a peak band of 1 keeps exp() finite for any predicted mel and makes the floor
+    relative.
+
+    Args:
+        log_mel: float32 [..., frames, n_mels], the front end's unnormalised ``log_mel``.
+        frontend: FrontendConfig that produced it.
+
+    Returns:
+        ``(r, peak)``: float32 [..., frames, mel_fft_length], r[k] at lag k (circular past the half), and
+        float32 [..., frames, 1], each frame's largest log-mel value: r times exp(peak) is the absolute one.
+    """
+    log_mel = tf.convert_to_tensor(log_mel, tf.float32)
+    inverse = tf.constant(_pseudo_inverse(frontend))
+    peak = tf.reduce_max(log_mel, axis=-1, keepdims=True)
+    power = tf.nn.relu(tf.tensordot(tf.exp(log_mel - peak), inverse, axes=1)) + _POWER_FLOOR
+    return tf.signal.irfft(tf.complex(power, tf.zeros_like(power)), fft_length=[frontend.mel_fft_length]), peak
+
+
 def lpc_from_log_mel(log_mel, *, frontend, order=16, return_gain=False):
     """LPC coefficients of each frame of a log-mel: the envelope the synthesis filter restores.
 
@@ -93,16 +116,9 @@ def lpc_from_log_mel(log_mel, *, frontend, order=16, return_gain=False):
     """
     if order < 1:
         raise ValueError(f"order must be >= 1, received: {order}")
-    log_mel = tf.convert_to_tensor(log_mel, tf.float32)
-    inverse = tf.constant(_pseudo_inverse(frontend))
-    # The coefficients do not depend on the level: scaling each frame to a peak of 1 keeps exp() finite for
-    # any predicted mel and makes the floor relative.
-    peak = tf.reduce_max(log_mel, axis=-1, keepdims=True)
-    mel = tf.exp(log_mel - peak)
-    power = tf.nn.relu(tf.tensordot(mel, inverse, axes=1)) + _POWER_FLOOR
-    autocorrelation = tf.signal.irfft(tf.complex(power, tf.zeros_like(power)),
-                                      fft_length=[frontend.mel_fft_length])[..., :order + 1]
-    r = tf.cast(autocorrelation, tf.float64) * tf.constant(_lag_window(order, frontend.sample_rate), tf.float64)
+    autocorrelation, peak = implied_autocorrelation(log_mel, frontend=frontend)
+    r = tf.cast(autocorrelation[..., :order + 1], tf.float64) * tf.constant(_lag_window(order, frontend.sample_rate),
+                                                                            tf.float64)
 
     a = tf.ones_like(r[..., :1])
     error = r[..., 0]

@@ -31,6 +31,7 @@ import tensorflow as tf
 from speechkit.config import Config
 from speechkit.errors import ConfigError
 from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode
+from speechkit.vocoder.pitch import pitch_features
 
 __all__ = [
     "WaveNetConfig",
@@ -84,6 +85,10 @@ class WaveNetConfig(Config):
         lpc_normalize: bool (``lpc_order`` > 0): the network models the residual divided by the level the
             predictor implies for it (``lpc_from_log_mel(..., return_gain=True)``), so that the filter sets
             the level and the network only the excitation's shape.
+        pitch_features: int, 0 or >= 2 (mel conditioning only): the conditioning also gets the mel-implied
+            normalised autocorrelation at this many log-spaced pitch lags, 50-400 Hz
+            (``speechkit.vocoder.pitch``): the period the network's pulses must keep, which an 80-band mel
+            holds only implicitly.
     """
 
     input_type: str = "mulaw"
@@ -105,6 +110,7 @@ class WaveNetConfig(Config):
     num_classes: int = 256
     lpc_order: int = 0
     lpc_normalize: bool = False
+    pitch_features: int = 0
 
     def __post_init__(self):
         if self.input_type not in _INPUT_TYPES:
@@ -131,6 +137,10 @@ class WaveNetConfig(Config):
                               "comes from the mel frames around each sample")
         if self.lpc_normalize and not self.lpc_order:
             raise ConfigError("lpc_normalize needs lpc_order > 0: the level comes from the predictor")
+        if not isinstance(self.pitch_features, int) or self.pitch_features < 0 or self.pitch_features == 1:
+            raise ConfigError(f"pitch_features must be 0 or an int >= 2, received: {self.pitch_features!r}")
+        if self.pitch_features and self.conditioning != "mel":
+            raise ConfigError("pitch_features needs mel conditioning: the features come from the mel")
 
     @property
     def num_layers(self):
@@ -359,16 +369,19 @@ class MelUpsampler(keras.layers.Layer):
         context: int >= 0, frames of context on each side.
         factors: tuple of int >= 2, strides (their product is the hop).
         mel_mean, mel_std: float, fixed scaling ``(mel - mean) / std``.
+        scaled_channels: int or None, how many leading input channels that scaling applies to (the mel's,
+            when features of another scale follow them); None: all.
 
     Call arguments:
-        mel: float32 [batch, frames + 2 * context, n_mels].
+        mel: float32 [batch, frames + 2 * context, channels], the log-mel and any features after it.
 
     Returns:
         float32 [batch, frames * prod(factors), channels].
     """
 
-    def __init__(self, *, channels, context, factors, mel_mean=0.0, mel_std=1.0, **kwargs):
+    def __init__(self, *, channels, context, factors, mel_mean=0.0, mel_std=1.0, scaled_channels=None, **kwargs):
         super().__init__(**kwargs)
+        self.scaled_channels = scaled_channels
         self.channels = channels
         self.context = context
         self.factors = tuple(int(f) for f in factors)
@@ -386,7 +399,12 @@ class MelUpsampler(keras.layers.Layer):
         self.built = True
 
     def call(self, mel):
-        h = keras.ops.leaky_relu(self.pre((mel - self.mel_mean) / self.mel_std), 0.2)
+        if self.scaled_channels is None:
+            scaled = (mel - self.mel_mean) / self.mel_std
+        else:
+            n = self.scaled_channels
+            scaled = keras.ops.concatenate([(mel[..., :n] - self.mel_mean) / self.mel_std, mel[..., n:]], axis=-1)
+        h = keras.ops.leaky_relu(self.pre(scaled), 0.2)
         for i, up in enumerate(self.ups):
             h = up(h)
             if i + 1 < len(self.ups):
@@ -399,7 +417,8 @@ class MelUpsampler(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "channels": self.channels, "context": self.context,
-                "factors": list(self.factors), "mel_mean": self.mel_mean, "mel_std": self.mel_std}
+                "factors": list(self.factors), "mel_mean": self.mel_mean, "mel_std": self.mel_std,
+                "scaled_channels": self.scaled_channels}
 
 
 def _align_to_targets(y, y_pred, sample_weight):
@@ -456,7 +475,9 @@ class WaveNet(keras.Model):
             self.input_embedding = keras.layers.Dense(r, name="input_projection")
         self.upsampler = (MelUpsampler(channels=config.cond_channels, context=config.cond_context,
                                        factors=config.upsample_factors, mel_mean=config.mel_mean,
-                                       mel_std=config.mel_std, name="upsampler")
+                                       mel_std=config.mel_std,
+                                       scaled_channels=frontend.n_mels if config.pitch_features else None,
+                                       name="upsampler")
                           if config.conditioning == "mel" else None)
         self.speaker_embedding = (keras.layers.Embedding(config.num_speakers, config.speaker_channels,
                                                          name="speaker_embedding")
@@ -488,7 +509,13 @@ class WaveNet(keras.Model):
         return self.head_out(keras.ops.relu(h))
 
     def upsample(self, mel, num_samples=None):
-        """Conditioning mel [batch, frames + 2 * context, n_mels] to [batch, samples, cond_channels]."""
+        """Conditioning mel [batch, frames + 2 * context, n_mels] to [batch, samples, cond_channels].
+
+        With ``pitch_features`` the mel's pitch features (``speechkit.vocoder.pitch``) join it first.
+        """
+        if self.config.pitch_features:
+            mel = keras.ops.concatenate(
+                [mel, pitch_features(mel, frontend=self.frontend, count=self.config.pitch_features)], axis=-1)
         cond = self.upsampler(mel)
         return cond if num_samples is None else cond[:, :num_samples]
 
