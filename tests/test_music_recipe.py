@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ def test_music_recipe_fast_writes_the_report(tmp_path):
     proc = subprocess.run(["bash", "recipes/music/run.sh", "--data", str(data), "--exp", str(exp)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    for stage in range(1, 6):
+    for stage in range(1, 7):
         assert f"Stage {stage}:" in proc.stdout + proc.stderr
     assert json.loads((exp / "chords.json").read_text())["accuracy"] >= 0.95
     assert json.loads((exp / "uncond" / "DONE").read_text())["step"] >= 1
@@ -34,6 +35,18 @@ def test_music_recipe_fast_writes_the_report(tmp_path):
         for clip in row["clips_detail"]:
             assert (exp / "eval" / clip["wav"]).is_file() and clip["wav"] in markdown
         assert (exp / "eval" / row["clips_detail"][0]["png"]).is_file()
+
+    campaign = exp / "campaigns" / "wavenet-triads-chords"
+    for name in ("model.keras", "DONE", "speakers.json", "config.yaml", "backup/state.json"):
+        assert (campaign / name).is_file(), name
+    # Another machine: the committed campaigns are all there is, and stage 4 continues from them.
+    other = tmp_path / "other"
+    shutil.copytree(exp / "campaigns", other / "campaigns")
+    proc = subprocess.run(["bash", "recipes/music/run.sh", "--data", str(data), "--exp", str(other), "--stage", "4",
+                           "--stop-stage", "4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "continuing the committed campaign checkpoint" in proc.stdout
+    assert (other / "chords" / "model.keras").is_file() and (other / "chords" / "DONE").is_file()
 
     out = tmp_path / "c_min.wav"
     proc = subprocess.run([sys.executable, "-m", "speechkit", "generate", str(exp / "chords"), "--chord", "Db:min",

@@ -54,6 +54,16 @@ PY
   rm -rf "$dest" && mv "$dest.tmp" "$dest"
 }
 
+# restore_campaign RUN CAMPAIGN: when RUN does not exist yet, start it from the committed checkpoint CAMPAIGN
+# (save_campaign's copy), so that a campaign continues on another machine.
+restore_campaign() {
+  local run=$1 campaign=$2
+  if [ ! -d "$run" ] && [ -s "$campaign/backup/state.json" ]; then
+    log "no $run yet: continuing the committed campaign checkpoint $campaign"
+    mkdir -p "$run" && cp -r "$campaign/." "$run/"
+  fi
+}
+
 run_model_stages() {
   local first_test=${test%% *} release=${release_asr:-}
   if stage_enabled 3; then

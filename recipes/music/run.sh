@@ -5,14 +5,17 @@
 #
 # Usage: recipes/music/run.sh [--stage N] [--stop-stage N] [--exp DIR] [--data DIR] [--seed N]
 #   Stages: 1 corpus, 2 chord recogniser on the corpus, 3 unconditional WaveNet, 4 chord-conditioned WaveNet,
-#           5 generate and score -> $exp/eval/report.md. Finished stages are skipped; an interrupted training
-#           stage resumes exactly. Budgets (minutes): UNCOND_BUDGET (default 60), CHORDS_BUDGET (default 120).
+#           5 generate and score -> $exp/eval/report.md, 6 save both training runs into
+#           models/campaigns/wavenet-triads{,-chords} (commit them: on another machine, stages 3 and 4 start
+#           from them when $exp/uncond or $exp/chords does not exist). Finished stages are skipped; an
+#           interrupted training stage resumes exactly. Budgets (minutes): UNCOND_BUDGET (default 60),
+#           CHORDS_BUDGET (default 120).
 #   FAST=1 recipes/music/run.sh   runs a tiny smoke version (about 2 min; its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recipes/common/stages.sh
 
-stage=1; stop_stage=5; seed=0
+stage=1; stop_stage=6; seed=0
 if [ "${FAST:-0}" = 1 ]; then
   data=data/triads-fast; exp=exp/music-fast
   synth_args=(--octaves 4 --inversions 0 1)
@@ -25,6 +28,8 @@ else
   eval_args=(--clips 48 --seconds 1.0 --prime-seconds 0.25 --plots 2)
 fi
 parse_recipe_options "$@"
+campaigns=models/campaigns
+[ "${FAST:-0}" = 1 ] && campaigns=$exp/campaigns
 mkdir -p "$exp"
 echo "$0 $*" >"$exp/command.txt"
 
@@ -39,11 +44,13 @@ if stage_enabled 2; then
 fi
 if stage_enabled 3; then
   log "Stage 3: train wavenet-triads (unconditional) for at most $uncond_budget min: $data/train.jsonl -> $exp/uncond"
+  restore_campaign "$exp/uncond" "$campaigns/wavenet-triads"
   [ -f "$exp/uncond/DONE" ] || speechkit train vocoder --config models/wavenet-triads.yaml --train "$data/train.jsonl" \
     --out "$exp/uncond" --time-budget "$uncond_budget" --quiet
 fi
 if stage_enabled 4; then
   log "Stage 4: train wavenet-triads-chords (chord-conditioned) for at most $chords_budget min: $data/train.jsonl -> $exp/chords"
+  restore_campaign "$exp/chords" "$campaigns/wavenet-triads-chords"
   [ -f "$exp/chords/DONE" ] || speechkit train vocoder --config models/wavenet-triads-chords.yaml \
     --train "$data/train.jsonl" --out "$exp/chords" --time-budget "$chords_budget" --quiet
 fi
@@ -51,5 +58,15 @@ if stage_enabled 5; then
   log "Stage 5: generate primed and unprimed clips and score them: $exp/{uncond,chords} -> $exp/eval/report.md"
   speechkit eval-music "$exp/uncond" "$exp/chords" --train "$data/train.jsonl" --test "$data/test.jsonl" \
     --out "$exp/eval" --seed "$seed" "${eval_args[@]}"
+fi
+if stage_enabled 6; then
+  log "Stage 6: save the training runs (model, checkpoint, position): $exp/{uncond,chords} -> $campaigns"
+  for pair in uncond:wavenet-triads chords:wavenet-triads-chords; do
+    run=$exp/${pair%%:*}
+    if [ -s "$run/backup/state.json" ]; then
+      save_campaign "$run" "$campaigns/${pair#*:}" config.yaml train_log.csv command.txt model.keras \
+        $([ -f "$run/speakers.json" ] && echo speakers.json) $([ -f "$run/DONE" ] && echo DONE train_summary.json)
+    fi
+  done
 fi
 log "Done: $exp/eval/report.md [elapsed=${SECONDS}s]"
