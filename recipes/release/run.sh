@@ -72,9 +72,8 @@ if stage_enabled 4; then
   log "Stage 4: a $asr_budget-minute campaign of $(basename "$asr_config" .yaml), resuming: $train -> $exp/asr"
   if [ -n "${INIT_FROM:-}" ]; then
     asr_args+=(--init-from "$INIT_FROM")
-  elif [ ! -d "$exp/asr" ] && [ -s "$campaign/backup/state.json" ]; then
-    log "Stage 4: no $exp/asr yet: continuing the committed campaign checkpoint $campaign"
-    mkdir -p "$exp/asr" && cp -r "$campaign/." "$exp/asr/"
+  else
+    restore_campaign "$exp/asr" "$campaign"
   fi
   speechkit train asr --config "$asr_config" --train "$train" --dev "$data/dev.jsonl" --out "$exp/asr" \
     --time-budget "$asr_budget" --quiet "${asr_args[@]}"

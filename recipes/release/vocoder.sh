@@ -39,10 +39,7 @@ if stage_enabled 1; then
 fi
 if stage_enabled 2; then
   log "Stage 2: a $vocoder_budget-minute campaign of $(basename "$vocoder_config" .yaml), resuming: $data/train.jsonl -> $exp/vocoder"
-  if [ ! -d "$exp/vocoder" ] && [ -s "$campaign/backup/state.json" ]; then
-    log "Stage 2: no $exp/vocoder yet: continuing the committed campaign checkpoint $campaign"
-    mkdir -p "$exp/vocoder" && cp -r "$campaign/." "$exp/vocoder/"
-  fi
+  restore_campaign "$exp/vocoder" "$campaign"
   speechkit train vocoder --config "$vocoder_config" --train "$data/train.jsonl" --out "$exp/vocoder" \
     --time-budget "$vocoder_budget" --quiet
 fi
