@@ -43,6 +43,7 @@ from speechkit.asr.deepspeech2 import DeepSpeech2
 from speechkit.asr.inference import load_run
 from speechkit.asr.lm import LM_BINARY, LM_INFO, LM_UNIGRAMS
 from speechkit.data.durations import tts_text
+from speechkit.data.manifest import even_spread
 from speechkit.errors import ConfigError, KenLMError, RunError, SpeechkitError
 from speechkit.frontend import log_mel, mu_law_encode
 from speechkit.runs import WEIGHT_DTYPES, RunDir
@@ -544,9 +545,7 @@ def _curve(release, max_rows=20):
     # Keras' CSVLogger adds a val_ column per metric, all "NA" when the run has no validation data.
     shown = [i for i in range(len(header)) if any(i < len(row) and row[i] != "NA" for row in rows)]
     header, rows = [header[i] for i in shown], [[row[i] if i < len(row) else "" for i in shown] for row in rows]
-    if len(rows) > max_rows:
-        keep = sorted(set(np.linspace(0, len(rows) - 1, max_rows).round().astype(int)))
-        rows = [rows[i] for i in keep]
+    rows = even_spread(rows, max_rows)
 
     def cell(text):
         try:

@@ -306,12 +306,12 @@ def restore_waveform(model, generated, mel):
     order = model.config.lpc_order
     if not order:
         return generated
-    hop = model.frontend.hop_length
-    if not model.config.lpc_normalize:
-        predictors = lpc_from_log_mel(mel, frontend=model.frontend, order=order)
-        return tf.clip_by_value(_synthesize_xla(generated, predictors, hop=hop), -1.0, 1.0)
-    predictors, gain = lpc_from_log_mel(mel, frontend=model.frontend, order=order, return_gain=True)
-    return tf.clip_by_value(_synthesize_xla(generated, predictors, hop=hop, gain=gain), -1.0, 1.0)
+    if model.config.lpc_normalize:
+        predictors, gain = lpc_from_log_mel(mel, frontend=model.frontend, order=order, return_gain=True)
+    else:
+        predictors, gain = lpc_from_log_mel(mel, frontend=model.frontend, order=order), None
+    return tf.clip_by_value(_synthesize_xla(generated, predictors, hop=model.frontend.hop_length, gain=gain),
+                            -1.0, 1.0)
 
 
 # The filter is a loop over samples: compiled, a step is a few fused ops; in a plain graph each step
