@@ -9,7 +9,7 @@ import soxr
 
 from speechkit.errors import AudioError
 
-__all__ = ["SAMPLE_RATE", "load", "save", "info", "verify", "valid_audio"]
+__all__ = ["SAMPLE_RATE", "load", "save", "resample", "info", "verify", "valid_audio"]
 
 SAMPLE_RATE = 16000
 
@@ -112,9 +112,22 @@ def load(path, *, sample_rate=SAMPLE_RATE, offset=0.0, duration=None):
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: audio is empty (zero samples)")
     audio = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
-    if rate != sample_rate:
-        audio = soxr.resample(audio, rate, sample_rate, quality="HQ").astype(np.float32)
-    return valid_audio(np.clip(audio, -1.0, 1.0), source=os.fspath(path))
+    return valid_audio(np.clip(resample(audio, rate, sample_rate), -1.0, 1.0), source=os.fspath(path))
+
+
+def resample(audio, rate, sample_rate):
+    """``audio`` at ``rate`` converted to ``sample_rate`` with soxr (high quality); unchanged when they agree.
+
+    Args:
+        audio: float32 [samples].
+        rate, sample_rate: int > 0, Hz: the rate it has and the rate to return.
+
+    Returns:
+        np.ndarray float32 [round(samples * sample_rate / rate)].
+    """
+    if rate == sample_rate:
+        return audio
+    return soxr.resample(np.asarray(audio, np.float32), rate, sample_rate, quality="HQ").astype(np.float32)
 
 
 def save(path, audio, *, sample_rate=SAMPLE_RATE, subtype=None):

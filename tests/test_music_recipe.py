@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import soundfile as sf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,6 +36,11 @@ def test_music_recipe_fast_writes_the_report(tmp_path):
         for clip in row["clips_detail"]:
             assert (exp / "eval" / clip["wav"]).is_file() and clip["wav"] in markdown
         assert (exp / "eval" / row["clips_detail"][0]["png"]).is_file()
+    # The presets generate at 8 kHz; clips are scored and written at 16 kHz, as long as the real windows.
+    assert json.loads((exp / "chords" / "DONE").read_text())["receptive_field_ms"] > 300
+    for row in report["rows"]:
+        wav = sf.info(str(exp / "eval" / row["clips_detail"][0]["wav"]))
+        assert (wav.samplerate, wav.frames) == (16000, round(report["seconds"] * 16000))
 
     campaign = exp / "campaigns" / "wavenet-triads-chords"
     for name in ("model.keras", "DONE", "speakers.json", "config.yaml", "backup/state.json"):

@@ -110,6 +110,30 @@ def test_lpc_windows_hold_the_whole_utterances_residual(tmp_path, normalize):
     with pytest.raises(ValueError, match="context >= 1"):
         WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=0, batch_size=2, seed=1, lpc_order=16)
 
+def test_start_share_begins_windows_at_the_utterance_start_after_silence(tmp_path):
+    """A music model learns to strike its chord from silence only from windows that hold the onset."""
+    corpus = _harmonic_corpus(tmp_path, (1.0, 1.2))
+    hop = FRONTEND.hop_length
+
+    def starts(share):
+        sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=1, batch_size=8, seed=3,
+                                history=2, start_share=share)
+        return sampler, np.concatenate([sampler.batch(step)["start"] for step in range(20)])
+
+    _, even = starts(0.0)
+    assert np.mean(even == 0) < 0.05
+    sampler, anchored = starts(0.5)
+    assert 0.35 < np.mean(anchored == 0) < 0.65
+    assert len(set(anchored[anchored > 0])) > 5
+    batch = sampler.batch(0)
+    for row in np.flatnonzero(batch["start"] == 0):
+        classes = mu_law_encode(corpus.audio(batch["utterance"][row]), FRONTEND.mu).numpy()
+        np.testing.assert_array_equal(batch["target"][row], classes[:4 * hop])
+        assert np.all(batch["prev"][row][:2 * hop + 1] == silence_class(FRONTEND))
+    with pytest.raises(ValueError, match="start_share"):
+        WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=1, batch_size=2, seed=1, start_share=1.5)
+
+
 def test_batches_are_a_function_of_seed_and_step(manifest):
     corpus = load_corpus(_items(manifest), sample_rate=16000, min_samples=640, source=manifest)
 

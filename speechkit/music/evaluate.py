@@ -10,9 +10,11 @@ two modes and scores them with ``score_clips``:
   scored against the seed's chord (a conditioned run is also given the seed's chord).
 
 The real test clips, cut to the window a continuation covers, are scored the same way as a reference
-row. ``report.md`` holds the table, the goals (a conditioned run plays the requested chord in >= 50%
-of its clips, a primed continuation keeps the seed's chord in >= 70%) and chromagrams and
-spectrograms of generated clips next to real ones, with links to the wavs.
+row. A model at another sample rate (an 8 kHz music WaveNet costs half as much per second) is seeded
+at its own rate and its clips are scored at 16 kHz, both through soxr. ``report.md`` holds the table,
+the goals (a conditioned run plays the requested chord in >= 50% of its clips, a primed continuation
+keeps the seed's chord in >= 70%) and chromagrams and spectrograms of generated clips next to real
+ones, with links to the wavs.
 """
 
 import json
@@ -89,6 +91,11 @@ def _generate(vocoder, seeds, labels, *, conditioned, num_samples, temperature, 
                                           temperature=temperature, seed=seed + i,
                                           speaker=label if conditioned else None, backend=backend)[0])
     return clips, time.perf_counter() - started
+
+
+def _fit(clip, length):
+    """``clip`` cut or zero-padded to ``length`` samples (resampling may be off by one)."""
+    return np.pad(clip[:length], (0, max(0, length - len(clip))))
 
 
 def _plot(path, real, generated, title):
@@ -184,10 +191,13 @@ def evaluate_music(runs, *, train_manifest, test_manifest, out_dir, clips=48, se
         conditioned = _is_chord_model(vocoder)
         if vocoder.model.speaker_embedding is not None and not conditioned:
             raise ConfigError(f"{run}: speaker-conditioned, but its speakers are not chord labels")
-        for mode, mode_seeds in (("unprimed", None), ("primed", seeds)):
+        model_rate = vocoder.frontend.sample_rate
+        model_seeds = [audio_io.resample(s, rate, model_rate) for s in seeds]
+        for mode, mode_seeds in (("unprimed", None), ("primed", model_seeds)):
             generated, spent = _generate(vocoder, mode_seeds, labels, conditioned=conditioned,
-                                         num_samples=num_samples, temperature=temperature, seed=seed,
-                                         backend=backend)
+                                         num_samples=int(round(seconds * model_rate)), temperature=temperature,
+                                         seed=seed, backend=backend)
+            generated = [_fit(audio_io.resample(clip, model_rate, rate), num_samples) for clip in generated]
             requested = labels if (conditioned or mode == "primed") else None
             rows.append(score(name, mode, generated, requested,
                               {"run": run, "conditioned": conditioned, "rtf": round(spent / (clips * seconds), 3)}))

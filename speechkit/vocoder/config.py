@@ -35,6 +35,9 @@ class VocoderTrainConfig(Config):
         full_history: bool, feed each window the real audio of the receptive field before it, so every
             scored position sees real history, as in generation; false is the old behaviour (the first
             receptive field of each window is predicted from zeros).
+        start_share: float in [0, 1], the share of windows that begin at their utterance's start, after
+            silence, as generation from silence does (``WindowSampler``): 0 for vocoders, about 0.25 for
+            music models that must strike a requested chord.
     """
 
     batch_size: int = 8
@@ -49,6 +52,7 @@ class VocoderTrainConfig(Config):
     sample_seconds: float = 0.5
     jit_compile: bool = True
     full_history: bool = True
+    start_share: float = 0.0
 
     def __post_init__(self):
         for name in ("batch_size", "window_frames", "epochs", "steps_per_epoch", "checkpoint_every", "log_every"):
@@ -56,6 +60,8 @@ class VocoderTrainConfig(Config):
                 raise ConfigError(f"train.{name} must be a positive int, received: {getattr(self, name)!r}")
         if self.sample_seconds <= 0:
             raise ConfigError(f"train.sample_seconds must be > 0, received: {self.sample_seconds}")
+        if not 0.0 <= self.start_share <= 1.0:
+            raise ConfigError(f"train.start_share must lie in [0, 1], received: {self.start_share}")
         if self.sample_every < 0:
             raise ConfigError(f"train.sample_every must be >= 0, received: {self.sample_every}")
 

@@ -133,7 +133,7 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     sampler = WindowSampler(corpus, frontend=config.frontend, window_frames=tc.window_frames,
                             context=config.model.cond_context, batch_size=tc.batch_size, seed=tc.seed, history=history,
                             lpc_order=config.model.lpc_order,
-                            lpc_normalize=config.model.lpc_normalize)
+                            lpc_normalize=config.model.lpc_normalize, start_share=tc.start_share)
     steps = tc.steps_per_epoch
     batch_seconds = tc.batch_size * window / sr
     reference_len = min(int(tc.sample_seconds * sr), len(corpus.audios[0]))
