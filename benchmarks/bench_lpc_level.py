@@ -31,7 +31,7 @@ from _row import row  # noqa: E402
 from speechkit import audio as audio_io  # noqa: E402
 from speechkit.data.manifest import read_manifest, write_manifest  # noqa: E402
 from speechkit.frontend import FrontendConfig, log_mel  # noqa: E402
-from speechkit.vocoder.lpc import excitation, noise_excitation, source_filter, synthesize  # noqa: E402
+from speechkit.vocoder.lpc import excitation, frame_power, noise_excitation, source_filter, synthesize  # noqa: E402
 
 FRONTEND = FrontendConfig(kind="mel", normalize=False)
 HOP = FRONTEND.hop_length
@@ -39,19 +39,13 @@ ORDER = 16
 LOUD_DB = 50.0
 
 
-def _frame_power(signal, frames):
-    index = np.minimum((np.arange(len(signal)) + HOP // 2) // HOP, frames - 1)
-    return np.bincount(index, np.asarray(signal, np.float64) ** 2, minlength=frames) / np.maximum(
-        np.bincount(index, minlength=frames), 1)
-
-
 def _level_errors_db(audio, other=None):
     """dB per loud frame: the gain (or ``other``'s residual level) over ``audio``'s true residual level."""
     lpc, gain = source_filter(log_mel(audio, config=FRONTEND), frontend=FRONTEND, order=ORDER, normalize=True)
-    true = _frame_power(excitation(audio, lpc, hop=HOP), len(lpc))
+    true = frame_power(excitation(audio, lpc, hop=HOP), hop=HOP, frames=len(lpc))
     loud = true > true.max() * 10 ** (-LOUD_DB / 10)
-    estimate = gain.astype(np.float64) ** 2 if other is None else _frame_power(excitation(other, lpc, hop=HOP),
-                                                                              len(lpc))
+    estimate = gain.astype(np.float64) ** 2 if other is None else frame_power(excitation(other, lpc, hop=HOP),
+                                                                             hop=HOP, frames=len(lpc))
     return 10 * np.log10(np.maximum(estimate[loud], 1e-20) / true[loud])
 
 

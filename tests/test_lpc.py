@@ -6,8 +6,8 @@ import scipy.linalg
 import tensorflow as tf
 
 from speechkit.frontend import FrontendConfig, log_mel, power_spectrogram
-from speechkit.vocoder.lpc import (EXCITATION_SCALE, excitation, excitation_span, lpc_from_log_mel, source_filter,
-                                  synthesize, synthesize_tf)
+from speechkit.vocoder.lpc import (EXCITATION_SCALE, excitation, excitation_span, frame_power, lpc_from_log_mel,
+                                  noise_excitation, source_filter, synthesize, synthesize_tf)
 
 FRONTEND = FrontendConfig(kind="mel", normalize=False)
 SR = FRONTEND.sample_rate
@@ -248,3 +248,20 @@ def test_normalized_span_is_a_stretch_of_the_whole_normalized_residual(vowel):
     span = excitation_span(audio, lpc[10:40], hop=HOP, first_frame=10, start=12 * HOP, stop=38 * HOP,
                            gain=gain[10:40])
     np.testing.assert_array_equal(span, full[12 * HOP:38 * HOP])
+
+
+def test_noise_excitation_keeps_each_frames_level_and_nothing_else():
+    """The filter-alone reference: white noise at the residual's per-frame RMS, so a level error shows in dB."""
+    hop = 160
+    levels = np.repeat([0.0, 0.01, 0.5, 0.05], 10 * hop)
+    residual = np.sin(np.arange(len(levels)) * 0.3) * levels * np.sqrt(2)
+    power = frame_power(residual, hop=hop, frames=len(levels) // hop)
+    np.testing.assert_allclose(power[[5, 15, 25, 35]], levels[[0, 1600, 3200, 4800]] ** 2, rtol=0.05)
+    noise = noise_excitation(residual, hop=hop, seed=3)
+    rms = np.sqrt(frame_power(noise, hop=hop, frames=len(levels) // hop))
+    assert np.all(noise[:9 * hop] == 0)
+    for block, level in enumerate((0.01, 0.5, 0.05), start=1):
+        inner = rms[block * 10 + 1:block * 10 + 9]
+        assert np.all(np.abs(20 * np.log10(inner / level)) < 1.5), inner
+    np.testing.assert_array_equal(noise, noise_excitation(residual, hop=hop, seed=3))
+    assert abs(np.corrcoef(noise[3200:4800], residual[3200:4800])[0, 1]) < 0.1

@@ -37,7 +37,7 @@ import tensorflow as tf
 from speechkit.frontend import mel_filterbank
 
 __all__ = ["implied_autocorrelation", "lpc_from_log_mel", "source_filter", "excitation", "excitation_span",
-           "synthesize", "synthesize_tf", "EXCITATION_SCALE"]
+           "noise_excitation", "frame_power", "synthesize", "synthesize_tf", "EXCITATION_SCALE"]
 
 LAG_WINDOW_HZ = 60.0
 WHITE_NOISE_CORRECTION = 1.0001
@@ -251,11 +251,23 @@ def noise_excitation(residual, *, hop, seed=0):
     Returns:
         float32 numpy [samples].
     """
-    residual = np.asarray(residual, np.float64)
-    frame = _frame_index(0, len(residual), 1 + len(residual) // hop, hop)
-    energy = np.bincount(frame, weights=residual ** 2) / np.maximum(np.bincount(frame), 1)
+    frames = 1 + len(residual) // hop
+    level = np.sqrt(frame_power(residual, hop=hop, frames=frames))[_frame_index(0, len(residual), frames, hop)]
     noise = np.random.default_rng(seed).standard_normal(len(residual))
-    return (noise * np.sqrt(energy[frame])).astype(np.float32)
+    return (noise * level).astype(np.float32)
+
+
+def frame_power(signal, *, hop, frames):
+    """float64 numpy [frames]: the mean square of the samples nearest each frame's centre (the filter's frames).
+
+    Args:
+        signal: float numpy [samples].
+        hop: int, samples per frame.
+        frames: int, frames to return; samples past the last frame count towards it.
+    """
+    index = _frame_index(0, len(signal), frames, hop)
+    return np.bincount(index, np.asarray(signal, np.float64) ** 2, minlength=frames) / np.maximum(
+        np.bincount(index, minlength=frames), 1)
 
 
 @numba.njit(cache=True, nogil=True)
