@@ -7,9 +7,9 @@
 #   Stages: 1 corpus, 2 chord recogniser on the corpus, 3 unconditional WaveNet, 4 chord-conditioned WaveNet,
 #           5 generate and score -> $exp/eval/report.md, 6 save both training runs into
 #           models/campaigns/wavenet-triads{,-chords} (commit them: on another machine, stages 3 and 4 start
-#           from them when $exp/uncond or $exp/chords does not exist). Finished stages are skipped; an
-#           interrupted training stage resumes exactly. Budgets (minutes): UNCOND_BUDGET (default 60),
-#           CHORDS_BUDGET (default 120).
+#           from them when $exp/uncond or $exp/chords does not exist). Stages 1-2 skip finished work; each
+#           call of stage 3 or 4 continues its run exactly for another budget (minutes): UNCOND_BUDGET
+#           (default 60), CHORDS_BUDGET (default 120).
 #   FAST=1 recipes/music/run.sh   runs a tiny smoke version (about 2 min; its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -45,13 +45,13 @@ fi
 if stage_enabled 3; then
   log "Stage 3: train wavenet-triads (unconditional) for at most $uncond_budget min: $data/train.jsonl -> $exp/uncond"
   restore_campaign "$exp/uncond" "$campaigns/wavenet-triads"
-  [ -f "$exp/uncond/DONE" ] || speechkit train vocoder --config models/wavenet-triads.yaml --train "$data/train.jsonl" \
+  speechkit train vocoder --config models/wavenet-triads.yaml --train "$data/train.jsonl" \
     --out "$exp/uncond" --time-budget "$uncond_budget" --quiet
 fi
 if stage_enabled 4; then
   log "Stage 4: train wavenet-triads-chords (chord-conditioned) for at most $chords_budget min: $data/train.jsonl -> $exp/chords"
   restore_campaign "$exp/chords" "$campaigns/wavenet-triads-chords"
-  [ -f "$exp/chords/DONE" ] || speechkit train vocoder --config models/wavenet-triads-chords.yaml \
+  speechkit train vocoder --config models/wavenet-triads-chords.yaml \
     --train "$data/train.jsonl" --out "$exp/chords" --time-budget "$chords_budget" --quiet
 fi
 if stage_enabled 5; then
@@ -64,8 +64,8 @@ if stage_enabled 6; then
   for pair in uncond:wavenet-triads chords:wavenet-triads-chords; do
     run=$exp/${pair%%:*}
     if [ -s "$run/backup/state.json" ]; then
-      save_campaign "$run" "$campaigns/${pair#*:}" config.yaml train_log.csv command.txt model.keras \
-        $([ -f "$run/speakers.json" ] && echo speakers.json) $([ -f "$run/DONE" ] && echo DONE train_summary.json)
+      save_campaign "$run" "$campaigns/${pair#*:}" config.yaml train_log.csv command.txt \
+        $([ -f "$run/speakers.json" ] && echo speakers.json)
     fi
   done
 fi
