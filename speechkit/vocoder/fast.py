@@ -51,17 +51,29 @@ def _tanh(x):
 def _matmul_add(z, x, w):
     """``z[b] += x[b] @ w`` for every row: z float32 [rows, N], x [rows, K], w [K, N].
 
-    Four weight rows per pass over the rows: each store of ``z`` carries four multiply-adds, and
-    the four weight rows, read once per call, stay in L1 for every row of the group. (Blocking
-    over rows too would need more pointer-overlap checks than LLVM allows before it gives up
-    vectorising the inner loop.)
+    Four weight rows per pass, two rows of ``z`` at a time: each load of a weight vector feeds two
+    rows and each store of ``z`` carries four multiply-adds, and the four weight rows stay in L1
+    for every row of the group. (Four rows of ``z`` at a time would need more pointer-overlap
+    checks than LLVM allows before it gives up vectorising the inner loop.) A row's sums do not
+    depend on its neighbours: the pair loop and the single-row loop add in the same order.
     """
     rows, n = z.shape
     k = w.shape[0]
     r = 0
     while r + 4 <= k:
         w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
-        for b in range(rows):
+        b = 0
+        while b + 2 <= rows:
+            z0, z1 = z[b], z[b + 1]
+            x0, x1 = x[b], x[b + 1]
+            a0, a1, a2, a3 = x0[r], x0[r + 1], x0[r + 2], x0[r + 3]
+            e0, e1, e2, e3 = x1[r], x1[r + 1], x1[r + 2], x1[r + 3]
+            for c in range(n):
+                v0, v1, v2, v3 = w0[c], w1[c], w2[c], w3[c]
+                z0[c] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+                z1[c] += e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3
+            b += 2
+        if b < rows:
             zb = z[b]
             xb = x[b]
             a0, a1, a2, a3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
@@ -85,7 +97,7 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
 
     Every product runs over the rows inside the loop over a weight row, so a weight row is read
     once per step for all rows (a matrix-matrix product) and a row's arithmetic does not depend
-    on the other rows: any grouping of a batch gives the same bits. ``proj`` [rows, >= n, layers * 2G]
+    on the other rows: any grouping of a batch gives the same bits. ``proj`` [>= n * rows, layers * 2G]
     holds every layer's conditioning term at every step (``_project``).
     """
     batch = x_first.shape[0]
@@ -130,7 +142,7 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
             ob = out_b[l]
             for b in range(batch):
                 zb = z[b]
-                pb = proj[b, i]
+                pb = proj[i * batch + b]
                 for c in range(g2):
                     zb[c] = cb[c] + pb[base + c]
             _matmul_add(z, h, wcur)
@@ -204,21 +216,16 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def _project(cond, i0, m, cond_w, bias, proj):
-    """``proj[b, t] = bias[b] + cond[b, i0 + t] @ cond_w`` for ``t < m``: every layer's local and
-    global conditioning term for a block of steps (as fast as numpy's BLAS here)."""
-    rows, _, width = proj.shape
-    for b in range(rows):
-        for t in range(m):
-            pr = proj[b, t]
-            bb = bias[b]
-            for c in range(width):
-                pr[c] = bb[c]
-            for q in range(cond.shape[2]):
-                hv = cond[b, i0 + t, q]
-                wq = cond_w[q]
-                for c in range(width):
-                    pr[c] += hv * wq[c]
+def _project(cond, i0, m, cond_w, bias, x, proj):
+    """``proj[t * rows + b] = bias[b] + cond[b, i0 + t] @ cond_w`` for ``t < m``: every layer's local
+    and global conditioning term for a block of steps, as one product over all ``m * rows`` positions
+    (``x`` [>= m * rows, C] is its scratch input), so each weight row is read once per block."""
+    rows = cond.shape[0]
+    for t in range(m):
+        for b in range(rows):
+            x[t * rows + b] = cond[b, i0 + t]
+            proj[t * rows + b] = bias[b]
+    _matmul_add(proj[:m * rows], x[:m * rows], cond_w)
 
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
@@ -231,11 +238,12 @@ def _kernel_groups(n, block, x_first, buffer, t0, offsets, sizes, dils, table, c
     groups, rows = x_first.shape
     x_last = np.empty_like(x_first)
     for gi in numba.prange(groups):
-        proj = np.empty((rows, block, cond_w.shape[1]), np.float32)
+        proj = np.empty((block * rows, cond_w.shape[1]), np.float32)
+        scratch = np.empty((block * rows, cond_w.shape[0]), np.float32)
         x = x_first[gi].copy()
         for i0 in range(0, n, block):
             m = min(block, n - i0)
-            _project(cond[gi], i0, m, cond_w, bias[gi], proj)
+            _project(cond[gi], i0, m, cond_w, bias[gi], scratch, proj)
             x = _kernel(m, x, buffer[gi], t0 + i0, offsets, sizes, dils, table, conv_w, conv_b, proj, out_w, out_b,
                         has_res, skip_ch, w1, b1, w2, b2, noise[gi, :, i0:i0 + m], temperature,
                         forced[gi, :, i0:i0 + m] if use_forced else forced[gi], use_forced, record,
