@@ -151,8 +151,8 @@ class TFGenerator:
     utterances. The inner loop runs ``_packed_step``.
 
     Streams are independent. With ``parallel=0`` a batch runs as one loop on [batch, C] x [C, 2G]
-    products. With ``parallel=P >= 1`` every row runs its own one-row loop (``tf.map_fn``), ``P``
-    rows at a time on TensorFlow's inter-op threads, so a batch uses P cores. On a CPU the one-row
+    products. With ``parallel=P >= 1`` every row runs its own one-row loop, ``P`` rows at a time
+    on TensorFlow's inter-op threads, so a batch uses P cores. On a CPU the one-row
     loop is the fast one: XLA emits its matrix-vector products inline, while its matrix-matrix
     products are library calls whose fixed cost exceeds their arithmetic at these sizes (a row
     of a batch of 4 in one loop costs about three times a lone row).
@@ -211,7 +211,10 @@ class TFGenerator:
         return tf.transpose(out.stack()), buffer, time
 
     def _rows(self, x_first, buffer, time, noise, temperature, cond, speaker_vector):
-        """Each row by its own one-row compiled loop, ``parallel`` rows at a time."""
+        """Each row by its own one-row compiled loop, in ``parallel`` lanes (rows ``lane``, ``lane +
+        parallel``, ...). The lanes are independent graph ops, so TensorFlow's executor runs them on
+        that many inter-op threads at once; a ``tf.map_fn`` over all rows with ``parallel_iterations``
+        ran the compiled calls one after another."""
 
         def one(b):
             row = tf.reshape(b, [1])
@@ -222,8 +225,20 @@ class TFGenerator:
             return classes[0], buf[:, 0]
 
         row_buffer = tf.TensorSpec(buffer.shape[:1] + buffer.shape[2:], tf.float32)
-        classes, buffers = tf.map_fn(one, tf.range(tf.shape(noise)[0]), parallel_iterations=self.parallel,
-                                     fn_output_signature=(tf.TensorSpec([None], tf.int32), row_buffer))
+
+        def lane_of(rows):
+            """The rows' loops one after another (an empty lane, for a batch under ``parallel``, yields
+            empty results: ``map_fn`` cannot stack zero rows of unknown length)."""
+            return tf.cond(tf.size(rows) > 0,
+                           lambda: tf.map_fn(one, rows, parallel_iterations=1,
+                                             fn_output_signature=(tf.TensorSpec([None], tf.int32), row_buffer)),
+                           lambda: (tf.zeros([0, tf.shape(noise)[1]], tf.int32),
+                                    tf.zeros(tf.concat([[0], tf.shape(buffer)[:1], tf.shape(buffer)[2:]], 0))))
+
+        lanes = [tf.range(lane, tf.shape(noise)[0], self.parallel) for lane in range(self.parallel)]
+        results = [lane_of(rows) for rows in lanes]
+        classes = tf.dynamic_stitch(lanes, [lane_classes for lane_classes, _ in results])
+        buffers = tf.dynamic_stitch(lanes, [lane_buffers for _, lane_buffers in results])
         return classes, tf.transpose(buffers, [1, 0, 2]), time + tf.shape(noise)[1]
 
     def loop(self, x_first, buffer, time, noise, temperature, cond=None, speaker_vector=None):
