@@ -47,47 +47,66 @@ def _tanh(x):
     return p * x / q
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _matmul_add(z, x, w):
-    """``z[b] += x[b] @ w`` for every row: z float32 [rows, N], x [rows, K], w [K, N].
-
-    Four weight rows per pass, two rows of ``z`` at a time: each load of a weight vector feeds two
-    rows and each store of ``z`` carries four multiply-adds, and the four weight rows stay in L1
-    for every row of the group. (Four rows of ``z`` at a time would need more pointer-overlap
-    checks than LLVM allows before it gives up vectorising the inner loop.) A row's sums do not
-    depend on its neighbours: the pair loop and the single-row loop add in the same order.
-    """
-    rows, n = z.shape
+@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+def _row_add(zb, xb, w):
+    """``zb += xb @ w`` for one row: zb float32 [N], xb [K], w [K, N]; four weight rows per pass, so
+    each store of ``zb`` carries four multiply-adds."""
+    n = zb.shape[0]
     k = w.shape[0]
     r = 0
     while r + 4 <= k:
         w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
-        b = 0
-        while b + 2 <= rows:
-            z0, z1 = z[b], z[b + 1]
-            x0, x1 = x[b], x[b + 1]
-            a0, a1, a2, a3 = x0[r], x0[r + 1], x0[r + 2], x0[r + 3]
-            e0, e1, e2, e3 = x1[r], x1[r + 1], x1[r + 2], x1[r + 3]
-            for c in range(n):
-                v0, v1, v2, v3 = w0[c], w1[c], w2[c], w3[c]
-                z0[c] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-                z1[c] += e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3
-            b += 2
-        if b < rows:
-            zb = z[b]
-            xb = x[b]
-            a0, a1, a2, a3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
-            for c in range(n):
-                zb[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c]
+        a0, a1, a2, a3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
+        for c in range(n):
+            zb[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c]
         r += 4
     while r < k:
         w0 = w[r]
-        for b in range(rows):
-            zb = z[b]
-            a0 = x[b, r]
-            for c in range(n):
-                zb[c] += a0 * w0[c]
+        a0 = xb[r]
+        for c in range(n):
+            zb[c] += a0 * w0[c]
         r += 1
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+def _pair_add(z0, z1, x0, x1, w):
+    """``_row_add`` for two rows at once: each load of a weight vector feeds both rows. The sums
+    are ``_row_add``'s, in the same order, so a row's bits do not depend on its pairing. (Four
+    rows at a time would need more pointer-overlap checks than LLVM allows before it gives up
+    vectorising the inner loop.)"""
+    n = z0.shape[0]
+    k = w.shape[0]
+    r = 0
+    while r + 4 <= k:
+        w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
+        a0, a1, a2, a3 = x0[r], x0[r + 1], x0[r + 2], x0[r + 3]
+        e0, e1, e2, e3 = x1[r], x1[r + 1], x1[r + 2], x1[r + 3]
+        for c in range(n):
+            v0, v1, v2, v3 = w0[c], w1[c], w2[c], w3[c]
+            z0[c] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
+            z1[c] += e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3
+        r += 4
+    while r < k:
+        w0 = w[r]
+        a0 = x0[r]
+        e0 = x1[r]
+        for c in range(n):
+            z0[c] += a0 * w0[c]
+            z1[c] += e0 * w0[c]
+        r += 1
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _matmul_add(z, x, w):
+    """``z[b] += x[b] @ w`` for every row: z float32 [rows, N], x [rows, K], w [K, N], two rows at a
+    time (a matrix-matrix product: each weight row, in L1 or L2, is read once per pair)."""
+    rows = z.shape[0]
+    b = 0
+    while b + 2 <= rows:
+        _pair_add(z[b], z[b + 1], x[b], x[b + 1], w)
+        b += 2
+    if b < rows:
+        _row_add(z[b], x[b], w)
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
