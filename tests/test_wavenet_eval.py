@@ -127,6 +127,9 @@ def test_load_vocoder_rejects_mismatched_config(tmp_path):
     run.write_text(RunDir.CONFIG, yaml.safe_dump({**saved, "frontend": {**saved["frontend"], "fmax": 7000.0}}))
     with pytest.raises(ConfigError, match=r"model\.keras: front-end config differs.*fmax: 7000\.0 != 8000\.0"):
         load_vocoder(run.path)
+    # The post-filter is a generation setting that a resumed run may change: config.yaml's value wins.
+    run.write_text(RunDir.CONFIG, yaml.safe_dump({**saved, "model": {**saved["model"], "mel_postfilter": 2}}))
+    assert load_vocoder(run.path).config.mel_postfilter == 2
     run.write_text(RunDir.CONFIG, yaml.safe_dump(saved))
     run.save_speakers(["a", "b"])
     with pytest.raises(ConfigError, match=r"speakers\.json: names 2 speakers, the model has 0"):
@@ -156,4 +159,10 @@ def test_cli_vocode_generate_eval(tmp_path, capsys):
                  "--limit", "1", "--plots", "0"]) == 0
     assert "LSD" in capsys.readouterr().out
     assert json.load(open(tmp_path / "rep" / "report.json"))["summary"]["utterances"] == 1
+    assert main(["eval-vocoder", str(tmp_path / "run"), "--manifest", manifest, "--out", str(tmp_path / "rep2"),
+                 "--limit", "1", "--plots", "0", "--postfilter", "2"]) == 0
+    capsys.readouterr()
+    summary = json.load(open(tmp_path / "rep2" / "report.json"))["summary"]
+    assert summary["postfilter"] == 2 and summary["lsd_db"] != json.load(open(tmp_path / "rep" / "report.json"))[
+        "summary"]["lsd_db"]
     assert main(["vocode", str(tmp_path / "nowhere"), "--mel-from", wav, "--out", out]) == 1

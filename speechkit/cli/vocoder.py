@@ -37,6 +37,7 @@ def register(commands, groups):
     p.add_argument("--max-seconds", type=float, default=120.0,
                    help="refuse longer input: sample-by-sample generation of a long file would run for hours")
     _add_sampling_args(p)
+    _add_postfilter_arg(p)
     p.set_defaults(func=_vocode)
 
     p = add_defaults_help(commands.add_parser("generate", help="free-running generation from an unconditional WaveNet"))
@@ -64,7 +65,14 @@ def register(commands, groups):
     p.add_argument("--plots", type=int, default=4, help="utterances with spectrogram PNGs")
     p.add_argument("--batch-size", type=int, default=8)
     _add_sampling_args(p)
+    _add_postfilter_arg(p)
     p.set_defaults(func=_eval)
+
+
+def _add_postfilter_arg(parser):
+    parser.add_argument("--postfilter", type=int, default=None, metavar="PASSES",
+                        help="mel post-filter passes over each vocoded waveform (0: off; default: the model's "
+                             "mel_postfilter)")
 
 
 def _add_sampling_args(parser):
@@ -128,7 +136,7 @@ def _vocode(args):
         vocoder, backend, how = load_vocoder(run_dir), args.backend, args.backend
     result = vocode_files(vocoder, paths, args.out, temperature=args.temperature, seed=args.seed,
                           speaker=args.speaker, batch_size=args.batch_size, backend=backend,
-                          progress=backend is not None)
+                          progress=backend is not None, postfilter=args.postfilter)
     where = f"{args.out}:" if len(paths) == 1 else f"{args.out}: {len(paths)} files,"
     print(f"{where} {result['seconds']:.2f} s vocoded in {result['elapsed']:.2f} s "
           f"(RTF {result['elapsed'] / result['seconds']:.2f}, {how})")
@@ -189,6 +197,7 @@ def _eval(args):
     report = evaluate_vocoder(vocoder, utterances, out_dir=args.out, recognizer=recognizer,
                               temperature=args.temperature, seed=args.seed, speaker=args.speaker,
                               backend=args.backend, batch_size=args.batch_size, plots=args.plots,
+                              postfilter=args.postfilter,
                               command=_command())
     s = report["summary"]
     line = (f"{args.out}: {s['utterances']} utterances; LSD {s['lsd_db']:.2f} dB, MCD {s['mcd_db']:.2f} dB "
@@ -198,6 +207,13 @@ def _eval(args):
     line += f"); RTF {s['rtf']:.2f}"
     if "wer_vocoded" in s:
         line += f"; ASR WER original {s['wer_original'] * 100:.1f}%, vocoded {s['wer_vocoded'] * 100:.1f}%"
-    if "wer_noise_excited" in s:
+    if "wer_noise_excited_postfiltered" in s:
+        line += f", LPC filter alone {s['wer_noise_excited_postfiltered'] * 100:.1f}%"
+    elif "wer_noise_excited" in s:
         line += f", LPC filter alone {s['wer_noise_excited'] * 100:.1f}%"
+    if "wer_vocoded_without_postfilter" in s:
+        line += (f"; without the {s['postfilter']}-pass mel post-filter: vocoded "
+                 f"{s['wer_vocoded_without_postfilter'] * 100:.1f}%")
+        if "wer_noise_excited" in s:
+            line += f", LPC filter alone {s['wer_noise_excited'] * 100:.1f}%"
     print(line)

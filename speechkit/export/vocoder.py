@@ -24,6 +24,7 @@ from speechkit.frontend import FrontendConfig, mu_law_decode
 from speechkit.frontend import log_mel as frontend_log_mel  # the methods' argument is named log_mel
 from speechkit.runs import RunDir
 from speechkit.vocoder.generation import TFGenerator, load_vocoder, restore_waveform
+from speechkit.vocoder.postfilter import match_mel
 from speechkit.vocoder.wavenet import conditioning_mel, silence_class
 
 __all__ = [
@@ -113,7 +114,25 @@ class VocoderServingModule(tf.Module):
         speaker_vector = None if speaker is None else model.speaker_vector(speaker)
         classes, _, _ = self._generator.loop(x_first, state["buffer"], state["time"], _row_noise(seed, batch, samples),
                                              temperature, cond, speaker_vector)
-        return restore_waveform(model, mu_law_decode(classes, model.frontend.mu), mel)
+        return restore_waveform(model, mu_law_decode(classes, model.frontend.mu), mel, postfilter=0)
+
+    def _postfiltered(self, waveform, mel, lengths=None):
+        """The model's mel post-filter passes; with ``lengths``, row by row on each row's own samples and
+        frames, so that a padded row gets what it would get alone."""
+        frontend, passes = self.model.frontend, self.model.config.mel_postfilter
+        if not passes:
+            return waveform
+        if lengths is None:
+            return match_mel(waveform, mel, frontend=frontend, iterations=passes)
+        samples = tf.shape(waveform)[1]
+
+        def row(args):
+            wave, row_mel, length = args
+            out = match_mel(wave[:length], row_mel[:1 + length // frontend.hop_length], frontend=frontend,
+                            iterations=passes)
+            return tf.pad(out, [[0, samples - length]])
+
+        return tf.map_fn(row, (waveform, mel, lengths), fn_output_signature=tf.TensorSpec([None], tf.float32))
 
     def _from_mel(self, log_mel, speaker, temperature, seed):
         context = self.model.config.cond_context
@@ -121,7 +140,8 @@ class VocoderServingModule(tf.Module):
                          tf.repeat(log_mel[:, -1:], context, axis=1)], axis=1)
         cond = self.model.upsample(mel)
         samples = tf.shape(log_mel)[1] * self.model.frontend.hop_length
-        return {"waveform": self._generate(cond, samples, speaker, temperature, seed, log_mel)}
+        return {"waveform": self._postfiltered(self._generate(cond, samples, speaker, temperature, seed, log_mel),
+                                               log_mel)}
 
     def _from_waveform(self, waveform, lengths, speaker, temperature, seed):
         model = self.model
@@ -131,7 +151,8 @@ class VocoderServingModule(tf.Module):
         mel = conditioning_mel(masked, frontend=model.frontend, context=model.config.cond_context)
         cond = model.upsample(mel)[:, :samples]
         raw_mel = frontend_log_mel(masked, config=model.frontend)
-        return {"waveform": self._generate(cond, samples, speaker, temperature, seed, raw_mel) * mask}
+        waveform = self._generate(cond, samples, speaker, temperature, seed, raw_mel) * mask
+        return {"waveform": self._postfiltered(waveform, raw_mel, lengths)}
 
 
 def export_vocoder(run_dir, out_dir, *, jit_compile=True, parallel=PARALLEL):

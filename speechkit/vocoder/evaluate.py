@@ -37,7 +37,7 @@ from speechkit import audio as audio_io
 from speechkit.config import atomic_write_text
 from speechkit.data.manifest import SkipReport
 from speechkit.errors import AudioError, SpeechkitError
-from speechkit.frontend import mel_filterbank, power_spectrogram
+from speechkit.frontend import log_mel, mel_filterbank, power_spectrogram
 from speechkit.metrics import wer
 from speechkit.spectral import cepstral_distortion_db, mel_cepstra, save_mel_pair
 
@@ -119,7 +119,7 @@ def mel_cepstral_distortion(reference, estimate, *, frontend, num_cepstra=24, dy
 
 
 def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperature=1.0, seed=0, speaker=None,
-                     backend="fast", batch_size=8, plots=4, command=None):
+                     backend="fast", batch_size=8, plots=4, command=None, postfilter=None):
     """Copy-synthesise ``utterances`` and write ``report.json``, ``report.md``, ``wav/`` and ``png/``.
 
     Args:
@@ -131,6 +131,9 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
         temperature, seed, speaker, backend, batch_size: as for ``Vocoder.vocode``.
         plots: int >= 0, utterances (in manifest order) that get a spectrogram PNG.
         command: str or None, recorded in the report.
+        postfilter: int >= 0 or None, mel post-filter passes (None: the model's ``mel_postfilter``). With
+            passes, the WERs without them are reported too, for the network and for the filter alone, so
+            that what the post-filter does and what the network does stay apart.
 
     Returns:
         dict, the content of ``report.json``.
@@ -152,9 +155,12 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
             skipped.add("unreadable", utt.audio, err)
     if not kept:
         raise SpeechkitError(f"no utterance could be loaded ({skipped.summary()})")
+    passes = vocoder.config.mel_postfilter if postfilter is None else postfilter
     started = time.perf_counter()
-    vocoded = vocoder.vocode(audios, temperature=temperature, seed=seed, speaker=speaker, backend=backend,
-                             batch_size=batch_size, progress=True)
+    generated = vocoder.vocode(audios, temperature=temperature, seed=seed, speaker=speaker, backend=backend,
+                               batch_size=batch_size, progress=True, postfilter=0)
+    mels = [log_mel(ref, config=frontend).numpy() for ref in audios]
+    vocoded = [vocoder.postfiltered(wave, mel, passes=passes) for wave, mel in zip(generated, mels)]
     synthesis_seconds = time.perf_counter() - started
     lpc = bool(vocoder.config.lpc_order)
     noise_excited = [vocoder.noise_excited(ref, seed=seed) for ref in audios] if lpc else []
@@ -189,6 +195,7 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
         "mulaw_mcd_db": float(np.mean([r["mulaw_mcd_db"] for r in rows])),
         "synthesis_seconds": round(synthesis_seconds, 2),
         "rtf": synthesis_seconds / total_seconds,
+        "postfilter": passes,
     }
     if lpc:
         summary["noise_lsd_db"] = float(np.mean([r["noise_lsd_db"] for r in rows]))
@@ -201,6 +208,11 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
         summary["wer_vocoded"] = wer(refs, hyp_voc)
         if lpc:
             summary["wer_noise_excited"] = wer(refs, recognizer.transcribe(noise_excited))
+        if passes:
+            summary["wer_vocoded_without_postfilter"] = wer(refs, recognizer.transcribe(generated))
+            if lpc:
+                summary["wer_noise_excited_postfiltered"] = wer(refs, recognizer.transcribe(
+                    [vocoder.postfiltered(wave, mel, passes=passes) for wave, mel in zip(noise_excited, mels)]))
         summary["asr_run"] = getattr(recognizer, "run_dir", None)
         for row, ref_text, h_o, h_v in zip(rows, refs, hyp_orig, hyp_voc):
             row.update(text=ref_text, asr_original=h_o, asr_vocoded=h_v)
@@ -226,7 +238,7 @@ def _markdown(report):
         f"- run: `{report['run']}`",
         f"- command: `{report['command']}`" if report["command"] else "- command: (library call)",
         f"- settings: temperature {report['settings']['temperature']}, seed {report['settings']['seed']}, "
-        f"backend {report['settings']['backend']}",
+        f"backend {report['settings']['backend']}, mel post-filter passes {s['postfilter']}",
         f"- {s['utterances']} utterances, {s['audio_seconds']:.1f} s of audio; {report['skipped']['skipped']} skipped",
         f"- synthesis: {s['synthesis_seconds']:.1f} s, real-time factor {s['rtf']:.2f}", "",
         "| measure | vocoded | mu-law 8-bit original (floor) |",
@@ -242,6 +254,10 @@ def _markdown(report):
                       f"on vocoded audio {s['wer_vocoded'] * 100:.2f}%"
                   + (f", with the filter alone {s['wer_noise_excited'] * 100:.2f}%" if "wer_noise_excited" in s
                      else "")]
+    if "wer_vocoded_without_postfilter" in s:
+        lines += ["", f"Without the mel post-filter: vocoded {s['wer_vocoded_without_postfilter'] * 100:.2f}%"
+                  + (f"; the filter alone with it {s['wer_noise_excited_postfiltered'] * 100:.2f}%"
+                     if "wer_noise_excited_postfiltered" in s else "") + "."]
     lines += ["", "| id | seconds | LSD (dB) | MCD (dB) | audio |", "|---|---|---|---|---|"]
     for r in report["utterances"]:
         safe = r["id"].replace(os.sep, "_")

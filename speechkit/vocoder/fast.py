@@ -48,6 +48,17 @@ def _tanh(x):
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+def _tail_add(zb, xb, w, r):
+    """``zb += xb[r:] @ w[r:]``, one weight row at a time: what is left after the passes of four."""
+    n = zb.shape[0]
+    for q in range(r, w.shape[0]):
+        wq = w[q]
+        a = xb[q]
+        for c in range(n):
+            zb[c] += a * wq[c]
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
 def _row_add(zb, xb, w):
     """``zb += xb @ w`` for one row: zb float32 [N], xb [K], w [K, N]; four weight rows per pass, so
     each store of ``zb`` carries four multiply-adds."""
@@ -60,12 +71,7 @@ def _row_add(zb, xb, w):
         for c in range(n):
             zb[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c]
         r += 4
-    while r < k:
-        w0 = w[r]
-        a0 = xb[r]
-        for c in range(n):
-            zb[c] += a0 * w0[c]
-        r += 1
+    _tail_add(zb, xb, w, r)
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
@@ -86,14 +92,8 @@ def _pair_add(z0, z1, x0, x1, w):
             z0[c] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
             z1[c] += e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3
         r += 4
-    while r < k:
-        w0 = w[r]
-        a0 = x0[r]
-        e0 = x1[r]
-        for c in range(n):
-            z0[c] += a0 * w0[c]
-            z1[c] += e0 * w0[c]
-        r += 1
+    _tail_add(z0, x0, w, r)
+    _tail_add(z1, x1, w, r)
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)

@@ -13,6 +13,7 @@ identical samples from identical noise. ``Vocoder`` draws the noise of utterance
 ``numpy.random.default_rng([seed, i])``: an utterance's output does not depend on its batch.
 """
 
+import dataclasses
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from speechkit.runs import RunDir
 from speechkit.vocoder.fast import FastWaveNet
 from speechkit.vocoder.lpc import (excitation, lpc_from_log_mel, noise_excitation, source_filter, synthesize,
                                    synthesize_tf)
+from speechkit.vocoder.postfilter import match_mel
 from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig, conditioning_mel, silence_class
 
 __all__ = [
@@ -307,26 +309,30 @@ class VocoderModule(tf.Module):
             audio[tf.newaxis], config=model.frontend))[0]
 
 
-def restore_waveform(model, generated, mel):
-    """The waveform from a model's generated samples: they are it, or (``lpc_order`` > 0) its LPC residual.
+def restore_waveform(model, generated, mel, *, postfilter=None):
+    """The waveform from a model's generated samples: they are it, or (``lpc_order`` > 0) its LPC
+    residual; then the model's mel post-filter, if it has one.
 
     Args:
         model: WaveNet.
         generated: float32 tensor [batch, samples], mu-law decoded.
         mel: float32 tensor [batch, frames, n_mels], the front end's log-mel the samples were conditioned on.
+        postfilter: int >= 0 or None, post-filter passes (None: the model's ``mel_postfilter``).
 
     Returns:
         float32 tensor [batch, samples] in [-1, 1].
     """
     order = model.config.lpc_order
-    if not order:
-        return generated
-    if model.config.lpc_normalize:
-        predictors, gain = lpc_from_log_mel(mel, frontend=model.frontend, order=order, return_gain=True)
-    else:
-        predictors, gain = lpc_from_log_mel(mel, frontend=model.frontend, order=order), None
-    return tf.clip_by_value(_synthesize_xla(generated, predictors, hop=model.frontend.hop_length, gain=gain),
-                            -1.0, 1.0)
+    waveform = generated
+    if order:
+        if model.config.lpc_normalize:
+            predictors, gain = lpc_from_log_mel(mel, frontend=model.frontend, order=order, return_gain=True)
+        else:
+            predictors, gain = lpc_from_log_mel(mel, frontend=model.frontend, order=order), None
+        waveform = tf.clip_by_value(_synthesize_xla(generated, predictors, hop=model.frontend.hop_length, gain=gain),
+                                    -1.0, 1.0)
+    passes = model.config.mel_postfilter if postfilter is None else postfilter
+    return match_mel(waveform, mel, frontend=model.frontend, iterations=passes)
 
 
 # The filter is a loop over samples: compiled, a step is a few fused ops; in a plain graph each step
@@ -431,6 +437,22 @@ class Vocoder:
         return np.clip(synthesize(noise_excitation(residual, hop=hop, seed=seed), predictors, hop=hop, gain=gain),
                        -1.0, 1.0)
 
+    def postfiltered(self, audio, mel, *, passes=None):
+        """``audio`` through the mel post-filter towards log-mel ``mel`` (``speechkit.vocoder.postfilter``).
+
+        Args:
+            audio: float32 [samples].
+            mel: float32 [frames, n_mels], the front end's log-mel the audio was generated from.
+            passes: int >= 0 or None (the model's ``mel_postfilter``).
+
+        Returns:
+            float32 numpy [samples] in [-1, 1] (``audio`` itself when there are no passes).
+        """
+        passes = self.config.mel_postfilter if passes is None else passes
+        if not passes:
+            return audio
+        return match_mel(audio, mel, frontend=self.frontend, iterations=passes).numpy()
+
     def _source_filter(self, mel):
         """``(lpc, gain)`` of the filter for log-mel ``mel`` (``speechkit.vocoder.lpc.source_filter``)."""
         return source_filter(mel, frontend=self.frontend, order=self.config.lpc_order,
@@ -442,7 +464,7 @@ class Vocoder:
         return (predictors, gain), excitation(audio, predictors, hop=self.frontend.hop_length, gain=gain)
 
     def vocode(self, audios, *, temperature=1.0, seed=0, speaker=None, backend="fast", batch_size=8,
-               progress=False):
+               progress=False, postfilter=None):
         """Copy synthesis: resynthesise each waveform from its own log-mel.
 
         Args:
@@ -453,6 +475,7 @@ class Vocoder:
             backend: ``"fast"`` (numba) or ``"tf"`` (compiled TensorFlow loop).
             batch_size: int > 0, utterances generated together (sorted by length).
             progress: bool, show a tqdm bar.
+            postfilter: int >= 0 or None, mel post-filter passes (None: the model's ``mel_postfilter``).
 
         Returns:
             list of float32 [samples] in [-1, 1], one per input, same lengths.
@@ -461,15 +484,15 @@ class Vocoder:
         return self._generate_conditioned([len(a) for a in audios], lambda i: self.conditioning(audios[i]),
                                           lambda i: log_mel(audios[i], config=self.frontend).numpy(),
                                           temperature=temperature, seed=seed, speaker=speaker, backend=backend,
-                                          batch_size=batch_size, progress=progress)
+                                          batch_size=batch_size, progress=progress, postfilter=postfilter)
 
     def vocode_mels(self, mels, *, temperature=1.0, seed=0, speaker=None, backend="fast", batch_size=8,
-                    progress=False):
+                    progress=False, postfilter=None):
         """Waveforms for log-mel frames alone (``mel_conditioning``), for example a TTS model's prediction.
 
         Args:
             mels: list of float32 [frames, n_mels], the front end's log-mel.
-            temperature, seed, speaker, backend, batch_size, progress: as in ``vocode``.
+            temperature, seed, speaker, backend, batch_size, progress, postfilter: as in ``vocode``.
 
         Returns:
             list of float32 [frames * hop] in [-1, 1].
@@ -478,10 +501,10 @@ class Vocoder:
         return self._generate_conditioned([len(m) * hop for m in mels], lambda i: self.mel_conditioning(mels[i]),
                                           lambda i: np.asarray(mels[i], np.float32),
                                           temperature=temperature, seed=seed, speaker=speaker, backend=backend,
-                                          batch_size=batch_size, progress=progress)
+                                          batch_size=batch_size, progress=progress, postfilter=postfilter)
 
     def _generate_conditioned(self, lengths, conditioning, mel, *, temperature, seed, speaker, backend, batch_size,
-                              progress):
+                              progress, postfilter):
         """One waveform per item: ``lengths[i]`` samples conditioned on ``conditioning(i)``, batched by length.
 
         ``mel(i)`` gives item ``i``'s log-mel, from which an ``lpc_order`` model's filter is taken.
@@ -507,11 +530,11 @@ class Vocoder:
                                     speaker_vector=self._speaker_vector(speaker, len(idx)))
             waves = mu_law_decode(classes, self.frontend.mu).numpy()
             for row, i in enumerate(idx):
-                results[i] = waves[row, :lengths[i]]
+                wave, item_mel = waves[row, :lengths[i]], mel(i)
                 if self.config.lpc_order:
-                    predictors, gain = self._source_filter(mel(i))
-                    results[i] = np.clip(synthesize(results[i], predictors, hop=self.frontend.hop_length, gain=gain),
-                                         -1.0, 1.0)
+                    predictors, gain = self._source_filter(item_mel)
+                    wave = np.clip(synthesize(wave, predictors, hop=self.frontend.hop_length, gain=gain), -1.0, 1.0)
+                results[i] = self.postfiltered(wave, item_mel, passes=postfilter)
             bar.update(sum(lengths[i] for i in idx))
         bar.close()
         return results
@@ -611,8 +634,12 @@ def load_vocoder(run_dir):
     if run.exists(RunDir.CONFIG):
         run.check_frontend(model.frontend, source=model_path)
         saved = run.read_config().get("model")
-        if saved is not None and WaveNetConfig.from_dict(saved, source=run.file(RunDir.CONFIG)) != model.config:
-            raise ConfigError(f"{model_path}: model config differs from {run.file(RunDir.CONFIG)}")
+        if saved is not None:
+            saved = WaveNetConfig.from_dict(saved, source=run.file(RunDir.CONFIG))
+            if dataclasses.replace(saved, mel_postfilter=model.config.mel_postfilter) != model.config:
+                raise ConfigError(f"{model_path}: model config differs from {run.file(RunDir.CONFIG)}")
+            # A generation setting, which a resumed run may change (config.yaml has the latest).
+            model.config = saved
     speakers = run.speakers()
     if speakers and len(speakers) != model.config.num_speakers:
         raise ConfigError(f"{run.file(RunDir.SPEAKERS)}: names {len(speakers)} speakers, the model has "
@@ -621,7 +648,7 @@ def load_vocoder(run_dir):
 
 
 def vocode_files(vocoder, paths, out, *, temperature=1.0, seed=0, speaker=None, batch_size=8, backend=None,
-                 progress=False):
+                 progress=False, postfilter=None):
     """Copy synthesis of audio files: one output file for one input, a folder of ``<name>.wav`` for several.
 
     All inputs are read first, then vocoded ``batch_size`` at a time (a batch runs on every core:
@@ -634,6 +661,8 @@ def vocode_files(vocoder, paths, out, *, temperature=1.0, seed=0, speaker=None, 
         temperature, seed, speaker, batch_size: as for ``Vocoder.vocode``.
         backend: ``"fast"`` or ``"tf"`` for a ``Vocoder`` (default ``"fast"``); None for an export.
         progress: bool, a tqdm bar (``Vocoder`` only).
+        postfilter: int >= 0 or None, mel post-filter passes (``Vocoder`` only; None: the model's setting,
+            which an export carries in its graph).
 
     Returns:
         dict with ``outputs`` (list of str, in input order), ``seconds`` (float, audio written) and
@@ -641,9 +670,13 @@ def vocode_files(vocoder, paths, out, *, temperature=1.0, seed=0, speaker=None, 
 
     Raises:
         AudioError: an input cannot be read.
-        ConfigError: no input, or two inputs would write the same output file.
+        ConfigError: no input, two inputs would write the same output file, or ``postfilter`` was given
+            for an export.
     """
     paths = list(paths)
+    if postfilter is not None and not isinstance(vocoder, Vocoder):
+        raise ConfigError("an exported vocoder applies the post-filter passes it was exported with; "
+                          "postfilter applies to a run or a released model")
     if not paths:
         raise ConfigError("no audio file to vocode")
     if len(paths) == 1:
@@ -659,7 +692,7 @@ def vocode_files(vocoder, paths, out, *, temperature=1.0, seed=0, speaker=None, 
         audios.append(audio_io.load(path, sample_rate=rate))
     options = {}
     if isinstance(vocoder, Vocoder):
-        options = {"backend": backend or "fast", "progress": progress}
+        options = {"backend": backend or "fast", "progress": progress, "postfilter": postfilter}
     started = time.perf_counter()
     waves = vocoder.vocode(audios, temperature=temperature, seed=seed, speaker=speaker, batch_size=batch_size,
                            **options)

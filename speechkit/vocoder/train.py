@@ -105,7 +105,7 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     if (manifest is None) == (audio_dir is None):
         raise ConfigError("give exactly one of a training manifest or an audio folder")
     run = RunDir(out_dir, create=True)
-    run.save_config(config, mutable=("train.epochs",))
+    run.save_config(config, mutable=("train.epochs", "model.mel_postfilter"))
     run.append_command(command)
     run.clear_done()
     tc = config.train

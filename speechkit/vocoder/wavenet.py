@@ -89,6 +89,10 @@ class WaveNetConfig(Config):
             normalised autocorrelation at this many log-spaced pitch lags, 50-400 Hz
             (``speechkit.vocoder.pitch``): the period the network's pulses must keep, which an 80-band mel
             holds only implicitly.
+        mel_postfilter: int >= 0 (mel conditioning only): passes of the mel post-filter over every
+            vocoded waveform (``speechkit.vocoder.postfilter``), which moves each frame's envelope to
+            the conditioning mel's; 0 leaves the output as generated. A generation setting: changing it
+            needs no retraining.
     """
 
     input_type: str = "mulaw"
@@ -111,6 +115,7 @@ class WaveNetConfig(Config):
     lpc_order: int = 0
     lpc_normalize: bool = False
     pitch_features: int = 0
+    mel_postfilter: int = 0
 
     def __post_init__(self):
         if self.input_type not in _INPUT_TYPES:
@@ -141,6 +146,10 @@ class WaveNetConfig(Config):
             raise ConfigError(f"pitch_features must be 0 or an int >= 2, received: {self.pitch_features!r}")
         if self.pitch_features and self.conditioning != "mel":
             raise ConfigError("pitch_features needs mel conditioning: the features come from the mel")
+        if not isinstance(self.mel_postfilter, int) or self.mel_postfilter < 0:
+            raise ConfigError(f"mel_postfilter must be an int >= 0, received: {self.mel_postfilter!r}")
+        if self.mel_postfilter and self.conditioning != "mel":
+            raise ConfigError("mel_postfilter needs mel conditioning: the mel is its target")
 
     @property
     def num_layers(self):
