@@ -120,6 +120,8 @@ def test_release_recipe_fast_packs_and_saves_a_campaign_that_the_next_call_conti
     _run(vocoder + ["--stop-stage", "4"], REPO, {"FAST": "1", "VOCODER_BUDGET": "0.2"})
     summary = json.loads((exp / "vocoder_eval" / "report.json").read_text())["summary"]
     assert summary["utterances"] == 2 and "wer_vocoded" in summary and "lsd_db" in summary
+    # The preset's mel post-filter runs, and the report keeps the network's own figure beside it.
+    assert summary["postfilter"] == 2 and "wer_vocoded_without_postfilter" in summary
     state = json.loads((exp / "campaign-vocoder" / "backup" / "state.json").read_text())
     assert state["step"] >= 1 and state["best"] is None
     (exp / "vocoder").rename(tmp_path / "elsewhere-vocoder")

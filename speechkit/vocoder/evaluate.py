@@ -250,14 +250,14 @@ def _markdown(report):
         lines += ["", f"The LPC filter alone (white noise at the residual's level, no network): LSD "
                       f"{s['noise_lsd_db']:.2f} dB, MCD {s['noise_mcd_db']:.2f} dB."]
     if "wer_vocoded" in s:
+        alone = s.get("wer_noise_excited_postfiltered", s.get("wer_noise_excited"))
         lines += ["", f"ASR (`{s['asr_run']}`, greedy): WER on original audio {s['wer_original'] * 100:.2f}%, "
                       f"on vocoded audio {s['wer_vocoded'] * 100:.2f}%"
-                  + (f", with the filter alone {s['wer_noise_excited'] * 100:.2f}%" if "wer_noise_excited" in s
-                     else "")]
+                  + (f", with the filter alone {alone * 100:.2f}%" if alone is not None else "")]
     if "wer_vocoded_without_postfilter" in s:
         lines += ["", f"Without the mel post-filter: vocoded {s['wer_vocoded_without_postfilter'] * 100:.2f}%"
-                  + (f"; the filter alone with it {s['wer_noise_excited_postfiltered'] * 100:.2f}%"
-                     if "wer_noise_excited_postfiltered" in s else "") + "."]
+                  + (f", the filter alone {s['wer_noise_excited'] * 100:.2f}%" if "wer_noise_excited" in s else "")
+                  + "."]
     lines += ["", "| id | seconds | LSD (dB) | MCD (dB) | audio |", "|---|---|---|---|---|"]
     for r in report["utterances"]:
         safe = r["id"].replace(os.sep, "_")
