@@ -159,8 +159,9 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
     started = time.perf_counter()
     generated = vocoder.vocode(audios, temperature=temperature, seed=seed, speaker=speaker, backend=backend,
                                batch_size=batch_size, progress=True, postfilter=0)
-    mels = [log_mel(ref, config=frontend).numpy() for ref in audios]
-    vocoded = [vocoder.postfiltered(wave, mel, passes=passes) for wave, mel in zip(generated, mels)]
+    mels = [log_mel(ref, config=frontend).numpy() for ref in audios] if passes else []
+    vocoded = [vocoder.postfiltered(wave, mel, passes=passes) for wave, mel in zip(generated, mels)] if passes \
+        else generated
     synthesis_seconds = time.perf_counter() - started
     lpc = bool(vocoder.config.lpc_order)
     noise_excited = [vocoder.noise_excited(ref, seed=seed) for ref in audios] if lpc else []
