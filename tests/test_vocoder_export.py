@@ -114,15 +114,16 @@ def test_exported_rows_do_not_depend_on_their_batch(exported, tmp_path):
 
 @pytest.mark.slow
 def test_exported_lpc_vocoder_filters_like_the_run_in_a_fresh_process(tmp_path):
-    """An ``lpc_order`` model's export derives the predictor, its gain and the pitch features from its input, and
-    filters and post-filters in the graph: at temperature 0 it gives what the in-process vocoder gives, from a
-    waveform (the padding of a shorter row zeroed before the post-filter) and from a log-mel."""
+    """An ``lpc_order`` model's export derives the predictor, its gain, the pitch features and the free pulse train
+    from its input, and filters and post-filters in the graph: at temperature 0 it gives what the in-process
+    vocoder gives, from a waveform (the padding of a shorter row zeroed before the post-filter) and from a
+    log-mel."""
     frontend = FrontendConfig(kind="mel", normalize=False)
     model, run = _random_run(tmp_path / "run", WaveNetConfig(layers_per_stack=2, stacks=1, residual_channels=8,
                                                              gate_channels=8, skip_channels=8, head_channels=16,
                                                              cond_channels=8, lpc_order=12,
                                                              lpc_normalize=True, pitch_features=16,
-                                                             mel_postfilter=2), seed=21)
+                                                             mel_postfilter=2, pulse_input=True), seed=21)
     rng = np.random.default_rng(22)
     export_dir = str(tmp_path / "export" / "vocoder")
     export_vocoder(run.path, export_dir)

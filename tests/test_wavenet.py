@@ -203,6 +203,7 @@ def test_missing_conditioning_raises():
     (dict(lpc_normalize=True), "lpc_normalize"),
     (dict(pitch_features=1), "pitch_features"),
     (dict(pitch_features=16, conditioning="none"), "pitch_features"),
+    (dict(pulse_input=True), "pulse_input"),
 ])
 def test_config_errors(bad, match):
     with pytest.raises(ConfigError, match=match):

@@ -34,6 +34,7 @@ VARIANTS = [
     pytest.param(dict(conditioning="none"), id="uncond"),
     pytest.param(dict(conditioning="mel", num_speakers=3), id="mel-speaker"),
     pytest.param(dict(conditioning="mel", input_type="raw", kernel_size=3), id="mel-raw-k3"),
+    pytest.param(dict(conditioning="mel", lpc_order=8, pulse_input=True), id="mel-pulses"),
 ]
 
 
@@ -229,10 +230,12 @@ def test_primed_generation_continues_from_the_seed():
     assert np.abs(out[..., None] - levels).min(axis=-1).max() < 1e-6
 
 
-@pytest.mark.parametrize("lpc_order, lpc_normalize, pitch", [(0, False, 0), (8, False, 0), (8, True, 16)],
-                         ids=["waveform", "lpc", "lpc-normalized-pitch"])
-def test_saved_model_vocodes_like_keras(tmp_path, lpc_order, lpc_normalize, pitch):
-    model = _model(conditioning="mel", lpc_order=lpc_order, lpc_normalize=lpc_normalize, pitch_features=pitch)
+@pytest.mark.parametrize("lpc_order, lpc_normalize, pitch, pulses",
+                         [(0, False, 0, False), (8, False, 0, False), (8, True, 16, True)],
+                         ids=["waveform", "lpc", "lpc-normalized-pitch-pulses"])
+def test_saved_model_vocodes_like_keras(tmp_path, lpc_order, lpc_normalize, pitch, pulses):
+    model = _model(conditioning="mel", lpc_order=lpc_order, lpc_normalize=lpc_normalize, pitch_features=pitch,
+                   pulse_input=pulses)
     module = VocoderModule(model, jit_compile=False)
     audio = np.random.default_rng(6).uniform(-0.5, 0.5, 250).astype(np.float32)
     expected = module.vocode(audio, tf.constant(3), tf.constant(0.0)).numpy()

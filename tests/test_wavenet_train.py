@@ -11,9 +11,12 @@ import pytest
 from speechkit import audio as audio_io
 from speechkit.data.manifest import Utterance, write_manifest
 from speechkit.errors import ConfigError, SpeechkitError
-from speechkit.frontend import FrontendConfig, log_mel, mu_law_encode
-from speechkit.vocoder.data import WindowSampler, corpus_from_dir, load_corpus, window_dataset
+from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode, mu_law_encode
+from speechkit.vocoder.data import (WindowSampler, corpus_from_dir, corpus_from_manifest, history_frames, load_corpus,
+                                    window_dataset)
+from speechkit.vocoder.generation import load_vocoder
 from speechkit.vocoder.lpc import EXCITATION_SCALE, excitation, source_filter
+from speechkit.vocoder.pulses import PULSE_FEATURES
 from speechkit.training import OptimizerConfig
 from speechkit.vocoder.config import VocoderConfig, VocoderTrainConfig, load_vocoder_config
 from speechkit.vocoder.train import build_model, train_vocoder
@@ -109,6 +112,31 @@ def test_lpc_windows_hold_the_whole_utterances_residual(tmp_path, normalize):
                 assert np.std(residual) < 0.5 * np.std(audio)
     with pytest.raises(ValueError, match="context >= 1"):
         WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=0, batch_size=2, seed=1, lpc_order=16)
+
+def test_lpc_windows_carry_pulses_on_their_residual_peaks(tmp_path):
+    """With ``pulses`` a batch carries the training pulse train, aligned with ``prev`` (position t describes
+    sample t, whose class is ``prev[t + 1]``): impulses on the peaks of the residual, one period apart."""
+    corpus = _harmonic_corpus(tmp_path, (0.3, 0.35))
+    hop = FRONTEND.hop_length
+    sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=8, context=2, batch_size=4, seed=2, history=2,
+                            lpc_order=16, lpc_normalize=True, pulses=True)
+    batch = sampler.batch(0)
+    pulses = batch["pulses"]
+    assert pulses.shape == (4, 10 * hop, PULSE_FEATURES) and pulses.dtype == np.float32
+    np.testing.assert_array_equal(sampler.batch(0)["pulses"], pulses)
+    residual = np.abs(mu_law_decode(batch["prev"][:, 1:], FRONTEND.mu).numpy())
+    for row in range(4):
+        impulses = np.flatnonzero(pulses[row, :-1, 0] > 0)
+        assert len(impulses) > 10
+        assert residual[row, impulses].mean() > 2 * residual[row].mean()
+        period = 16000 / (180 + 40 * batch["utterance"][row])
+        assert abs(np.median(np.diff(impulses)) - period) <= 2
+        reach = int(period / 5)
+        peaks = [residual[row, i] >= residual[row, i - reach:i + reach + 1].max() for i in impulses[1:-1]]
+        assert np.mean(peaks) > 0.9
+    with pytest.raises(ValueError, match="lpc_order"):
+        WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=1, batch_size=2, seed=1, pulses=True)
+
 
 def test_start_share_begins_windows_at_the_utterance_start_after_silence(tmp_path):
     """A music model learns to strike its chord from silence only from windows that hold the onset."""
@@ -218,6 +246,35 @@ def test_training_writes_run_and_resumes_exactly(manifest, tmp_path):
         np.testing.assert_allclose(wa.numpy(), wb.numpy(), atol=1e-6, err_msg=wa.path)
     again = train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0)
     assert again["step"] == 4, "a finished run trains no further at the same epochs"
+
+
+@pytest.mark.slow
+def test_a_run_with_pulse_input_starts_as_the_run_it_starts_from(manifest, tmp_path):
+    """``init_from``: a new input's projection starts at zero, so the first step's loss is the donor's own."""
+    base = _tiny_config(epochs=1)
+    base = dataclasses.replace(base, model=dataclasses.replace(base.model, lpc_order=8, lpc_normalize=True))
+    train_vocoder(base, out_dir=str(tmp_path / "a"), manifest=manifest, verbose=0)
+    pulsed = dataclasses.replace(base, model=dataclasses.replace(base.model, pulse_input=True))
+    summary = train_vocoder(pulsed, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0,
+                            init_from=str(tmp_path / "a"))
+    assert summary["step"] == 2
+    assert json.loads((tmp_path / "b" / "backup" / "state.json").read_text())["warm_start"] == str(tmp_path / "a")
+    donor = load_vocoder(str(tmp_path / "a")).model
+    corpus = corpus_from_manifest(manifest, sample_rate=16000, min_samples=4 * FRONTEND.hop_length)
+    sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=2, batch_size=2, seed=0,
+                            history=history_frames(donor.receptive_field().samples, FRONTEND.hop_length),
+                            lpc_order=8, lpc_normalize=True, pulses=True)
+    inputs, target = next(iter(window_dataset(sampler, model_config=pulsed.model)))
+    assert inputs["pulses"].numpy().any()
+    without = {k: v for k, v in inputs.items() if k != "pulses"}
+    expected = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+        target, donor(without)[:, -target.shape[1]:]).numpy()
+    first = json.loads(open(tmp_path / "b" / "batches.jsonl").readline())
+    assert first["step"] == 1
+    np.testing.assert_allclose(first["loss"], expected, rtol=1e-4)
+    wider = dataclasses.replace(pulsed, model=dataclasses.replace(pulsed.model, residual_channels=12))
+    with pytest.raises(ConfigError, match="differs"):
+        train_vocoder(wider, out_dir=str(tmp_path / "c"), manifest=manifest, verbose=0, init_from=str(tmp_path / "a"))
 
 
 def test_time_budget_and_config_mismatch(manifest, tmp_path):

@@ -10,6 +10,8 @@
 #           the next campaign, on another machine, starts from it when $exp/vocoder does not exist),
 #           5 pack models/wavenet-mini (not run by default: `--stage 5 --stop-stage 5` once stage 3's figures
 #           meet the release bar in models/wavenet-mini.md).
+#   INIT_FROM=RUN starts a new stage-2 run from the weights of another vocoder run instead of the committed
+#           campaign (when the preset gained an input that starts at zero; see vocoder.md).
 #   FAST=1 recipes/release/vocoder.sh   runs a tiny smoke version (its figures mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,9 +41,15 @@ if stage_enabled 1; then
 fi
 if stage_enabled 2; then
   log "Stage 2: a $vocoder_budget-minute campaign of $(basename "$vocoder_config" .yaml), resuming: $data/train.jsonl -> $exp/vocoder"
-  restore_campaign "$exp/vocoder" "$campaign"
+  init_args=()
+  if [ -n "${INIT_FROM:-}" ]; then
+    [ -d "$exp/vocoder" ] || log "a new run from the weights of $INIT_FROM (not the committed campaign)"
+    init_args=(--init-from "$INIT_FROM")
+  else
+    restore_campaign "$exp/vocoder" "$campaign"
+  fi
   speechkit train vocoder --config "$vocoder_config" --train "$data/train.jsonl" --out "$exp/vocoder" \
-    --time-budget "$vocoder_budget" --quiet
+    --time-budget "$vocoder_budget" --quiet "${init_args[@]}"
 fi
 if stage_enabled 3; then
   log "Stage 3: vocode $eval_limit test utterances, LSD and the released ASR's WER: $data/test.jsonl -> $exp/vocoder_eval"

@@ -19,6 +19,9 @@ def register(commands, groups):
     p.add_argument("--out", required=True, help="run directory; an interrupted run there is resumed exactly")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="stop cleanly after this many minutes of this invocation")
+    p.add_argument("--init-from", default=None, metavar="RUN|MODEL",
+                   help="start a new run from the weights of a vocoder run or released model (same front end and "
+                   "layers; a new input such as pulse_input starts at zero); the optimizer starts afresh")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of the progress bar")
     p.set_defaults(func=_train)
 
@@ -89,11 +92,15 @@ def _command():
 
 def _train(args):
     from speechkit.vocoder.config import load_vocoder_config
+    from speechkit.models import resolve_model
     from speechkit.vocoder.train import train_vocoder
 
     config = load_vocoder_config(args.config)
+    init_from = args.init_from
+    if init_from is not None and not os.path.isdir(init_from):
+        init_from = resolve_model(init_from, family="vocoder")
     summary = train_vocoder(config, out_dir=args.out, manifest=args.train, audio_dir=args.audio_dir,
-                            time_budget_min=args.time_budget, command=_command(),
+                            time_budget_min=args.time_budget, command=_command(), init_from=init_from,
                             verbose=2 if args.quiet else "auto")
     final = summary["final"]
     print(f"{args.out}: {summary['step']} steps"

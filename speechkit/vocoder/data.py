@@ -33,6 +33,7 @@ from speechkit.data.manifest import SkipReport, read_manifest
 from speechkit.errors import AudioError, SpeechkitError
 from speechkit.frontend import log_mel, mu_law_encode
 from speechkit.vocoder.lpc import excitation_span, source_filter
+from speechkit.vocoder.pulses import PULSE_FEATURES, aligned_pulses, implied_pitch, sample_frames
 from speechkit.vocoder.wavenet import network_input, silence_class
 
 __all__ = ["AudioCorpus", "load_corpus", "corpus_from_manifest", "corpus_from_dir", "history_frames",
@@ -175,10 +176,12 @@ class WindowSampler:
             chord-conditioned model must learn to strike the chord its label asks for, and an even draw
             gives that onset to about one window in 250 of a 2.8 s clip, where everything after it can
             be predicted from the context alone.
+        pulses: bool (needs ``lpc_order``), each batch also carries the pulse train of training on its
+            residual (``speechkit.vocoder.pulses.aligned_pulses``).
     """
 
     def __init__(self, corpus, *, frontend, window_frames, context, batch_size, seed, history=0, lpc_order=0,
-                 lpc_normalize=False, start_share=0.0):
+                 lpc_normalize=False, start_share=0.0, pulses=False):
         if int(history) != history or history < 0:
             raise ValueError(f"history must be an int >= 0, received: {history!r}")
         if not 0.0 <= start_share <= 1.0:
@@ -187,6 +190,9 @@ class WindowSampler:
         if lpc_order and context < 1:
             raise ValueError(f"lpc_order {lpc_order} needs context >= 1, received: {context}")
         self.lpc_order = int(lpc_order)
+        if pulses and not lpc_order:
+            raise ValueError("pulses need lpc_order > 0: they sit on the LPC residual's peaks")
+        self.pulses = bool(pulses)
         self.lpc_normalize = bool(lpc_normalize)
         self.corpus = corpus
         self.frontend = frontend
@@ -214,7 +220,8 @@ class WindowSampler:
             ``prev`` int32 [B, (history + window_frames) * hop] (input classes: sample ``t - 1`` at
             position ``t``), ``target`` int32 [B, window] (the classes of the window, aligned with the
             end of ``prev``), ``speaker`` int32 [B], ``utterance`` int32 [B], ``start`` int32 [B]
-            (first frame of the window).
+            (first frame of the window), and with ``pulses`` also ``pulses`` float32 [B, (history +
+            window_frames) * hop, PULSE_FEATURES], aligned with ``prev``.
         """
         rng = np.random.default_rng([self.seed, int(step)])
         utts = rng.choice(len(self.corpus.audios), size=self.batch_size, p=self.weights)
@@ -239,18 +246,31 @@ class WindowSampler:
             has_prev[row] = w0 >= 0
             window[row, max(-w0, 0):] = audio[max(w0, 0):w0 + inputs + 1]
             rows.append((audio, first - self.context - self.edge, w0))
+        extra = {}
         if self.lpc_order:
-            predictors, gains = source_filter(log_mel(segment, config=self.frontend), frontend=self.frontend,
-                                              order=self.lpc_order, normalize=self.lpc_normalize)
+            mel = log_mel(segment, config=self.frontend)
+            predictors, gains = source_filter(mel, frontend=self.frontend, order=self.lpc_order,
+                                              normalize=self.lpc_normalize)
             for row, (audio, frame0, w0) in enumerate(rows):
                 window[row] = excitation_span(audio, predictors[row], hop=self.hop, first_frame=frame0,
                                               start=w0, stop=w0 + inputs + 1,
                                               gain=None if gains is None else gains[row])
+            if self.pulses:
+                extra["pulses"] = self._aligned_pulses(mel, window[:, 1:])
         classes = mu_law_encode(window, self.frontend.mu).numpy()
         classes[~has_prev, 0] = silence_class(self.frontend)
         return {"segment": segment, "prev": classes[:, :-1], "target": classes[:, 1 + inputs - self.window:],
                 "speaker": self.corpus.speakers[utts].astype(np.int32), "utterance": utts.astype(np.int32),
-                "start": starts}
+                "start": starts, **extra}
+
+    def _aligned_pulses(self, mel, residual):
+        """float32 [B, samples, PULSE_FEATURES] on each row's residual, with the conditioning mel's pitch."""
+        conditioning = mel[:, self.edge:self.edge + self.input_frames + 2 * self.context]
+        period, voicing = implied_pitch(conditioning, frontend=self.frontend)
+        index = sample_frames(residual.shape[1], hop=self.hop, context=self.context,
+                              frames=conditioning.shape[1]).numpy()
+        period, voicing = period.numpy()[:, index], voicing.numpy()[:, index]
+        return np.stack([aligned_pulses(r, p, v) for r, p, v in zip(residual, period, voicing)])
 
     def conditioning(self, segment):
         """Mel frames of a segment batch: float32 [B, history + window_frames + 2 * context, n_mels]."""
@@ -268,22 +288,30 @@ def window_dataset(sampler, *, model_config, start_step=0):
     batch, window, segment = sampler.batch_size, sampler.window, sampler.segment
     inputs = sampler.input_frames * sampler.hop
 
+    if model_config.pulse_input and not sampler.pulses:
+        raise ValueError("a pulse_input model needs a WindowSampler with pulses=True")
+    pulse_shape = [batch, inputs, PULSE_FEATURES] if model_config.pulse_input else [batch, 0, PULSE_FEATURES]
+
     def generate():
         step = start_step
         while True:
             b = sampler.batch(step)
-            yield b["segment"], b["prev"], b["target"], b["speaker"]
+            pulses = b["pulses"] if model_config.pulse_input else np.zeros(pulse_shape, np.float32)
+            yield b["segment"], b["prev"], b["target"], b["speaker"], pulses
             step += 1
 
     spec = (tf.TensorSpec([batch, segment], tf.float32), tf.TensorSpec([batch, inputs], tf.int32),
-            tf.TensorSpec([batch, window], tf.int32), tf.TensorSpec([batch], tf.int32))
+            tf.TensorSpec([batch, window], tf.int32), tf.TensorSpec([batch], tf.int32),
+            tf.TensorSpec(pulse_shape, tf.float32))
 
-    def to_model(segment, prev, target, speaker):
+    def to_model(segment, prev, target, speaker, pulses):
         inputs = {"audio": network_input(prev, config=model_config, frontend=sampler.frontend)}
         if model_config.conditioning == "mel":
             inputs["mel"] = sampler.conditioning(segment)
         if model_config.num_speakers:
             inputs["speaker"] = speaker
+        if model_config.pulse_input:
+            inputs["pulses"] = pulses
         return inputs, target
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)

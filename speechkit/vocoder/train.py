@@ -16,13 +16,14 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from speechkit.errors import ConfigError, RunError, SpeechkitError
 from speechkit.runs import RunDir
 from speechkit.training import TrainState, fit_run, make_optimizer
 from speechkit.vocoder.data import WindowSampler, corpus_from_dir, corpus_from_manifest, history_frames, window_dataset
-from speechkit.vocoder.generation import Vocoder
+from speechkit.vocoder.generation import Vocoder, load_vocoder
 from speechkit.vocoder.wavenet import WaveNet
 
 __all__ = ["build_model", "train_vocoder"]
@@ -79,8 +80,36 @@ class _AudioSamples(keras.callbacks.Callback):
         logger.debug("logged a %.2f s clip in %.1f s", len(clip) / self.sample_rate, time.monotonic() - started)
 
 
+def _warm_start(model, source):
+    """Copy the weights of the vocoder run or released model ``source`` into the freshly built ``model``.
+
+    Weights are matched by path. A weight the donor lacks must start at zero (the projection of a new
+    input, such as ``pulse_input``'s), so that the model begins as the donor's function.
+
+    Raises:
+        RunError: ``source`` is not a loadable vocoder run or model.
+        ConfigError: its front end or a weight's shape differs, or a weight it lacks does not start at zero.
+    """
+    donor = load_vocoder(source).model
+    donor.frontend.check_matches(model.frontend, source=source)
+    theirs = {v.path: v for v in donor.weights}
+    misfits = [f"{v.path}: {tuple(theirs[v.path].shape)} vs {tuple(v.shape)}"
+               for v in model.weights if v.path in theirs and tuple(theirs[v.path].shape) != tuple(v.shape)]
+    misfits += [f"{v.path}: not in {source}, and not zero at the start" for v in model.weights
+                if v.path not in theirs and np.any(v.numpy())]
+    misfits += [f"{path}: not in this model" for path in sorted(set(theirs) - {v.path for v in model.weights})]
+    if misfits:
+        raise ConfigError(f"{source}: its WaveNet differs from this run's model section ({misfits[0]}); "
+                          "cannot start from its weights")
+    for variable in model.weights:
+        if variable.path in theirs:
+            variable.assign(theirs[variable.path])
+    added = [v.path for v in model.weights if v.path not in theirs]
+    logger.info("started from the weights of %s%s", source, f"; new at zero: {', '.join(added)}" if added else "")
+
+
 def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget_min=None, command=None,
-                  verbose="auto", callbacks=()):
+                  verbose="auto", callbacks=(), init_from=None):
     """Train (or resume training) a WaveNet into ``out_dir``.
 
     Args:
@@ -93,6 +122,8 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
         command: str or None, the command line to record (default: ``sys.argv``).
         verbose: Keras ``fit`` verbosity (progress bar by default).
         callbacks: extra Keras callbacks, run after the built-in ones.
+        init_from: optional str, a vocoder run or released model whose weights a new run starts from
+            (``_warm_start``); the optimizer starts afresh. A resumed run ignores it.
 
     Returns:
         dict, the summary also written to ``train_summary.json`` and ``DONE``.
@@ -129,11 +160,15 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     logger.info("WaveNet: %d parameters, %d layers, receptive field %d samples (%.1f ms), %d MACs/sample",
                 model.count_params(), config.model.num_layers, rf.samples, rf.ms, config.model.macs_per_sample)
     state = TrainState.load(run.backup_dir) or TrainState()
+    if init_from is not None and state.weights is None:
+        _warm_start(model, init_from)
+        state.warm_start = os.path.abspath(init_from) if os.path.isdir(init_from) else str(init_from)
     history = history_frames(rf.samples, config.frontend.hop_length) if tc.full_history else 0
     sampler = WindowSampler(corpus, frontend=config.frontend, window_frames=tc.window_frames,
                             context=config.model.cond_context, batch_size=tc.batch_size, seed=tc.seed, history=history,
                             lpc_order=config.model.lpc_order,
-                            lpc_normalize=config.model.lpc_normalize, start_share=tc.start_share)
+                            lpc_normalize=config.model.lpc_normalize, start_share=tc.start_share,
+                            pulses=config.model.pulse_input)
     steps = tc.steps_per_epoch
     batch_seconds = tc.batch_size * window / sr
     reference_len = min(int(tc.sample_seconds * sr), len(corpus.audios[0]))

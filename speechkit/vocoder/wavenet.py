@@ -32,6 +32,7 @@ from speechkit.config import Config
 from speechkit.errors import ConfigError
 from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode
 from speechkit.vocoder.pitch import pitch_features
+from speechkit.vocoder.pulses import free_pulses
 
 __all__ = [
     "WaveNetConfig",
@@ -93,6 +94,10 @@ class WaveNetConfig(Config):
             vocoded waveform (``speechkit.vocoder.postfilter``), which moves each frame's envelope to
             the conditioning mel's; 0 leaves the output as generated. A generation setting: changing it
             needs no retraining.
+        pulse_input: bool (``lpc_order`` > 0): the conditioning also gets a pulse train at the mel-implied
+            period (``speechkit.vocoder.pulses``): in training on the target residual's own peaks, in
+            generation with a free-running phase. Its projection starts at zero, so a model without it
+            can be continued with it (``train vocoder --init-from``).
     """
 
     input_type: str = "mulaw"
@@ -116,6 +121,7 @@ class WaveNetConfig(Config):
     lpc_normalize: bool = False
     pitch_features: int = 0
     mel_postfilter: int = 0
+    pulse_input: bool = False
 
     def __post_init__(self):
         if self.input_type not in _INPUT_TYPES:
@@ -150,6 +156,8 @@ class WaveNetConfig(Config):
             raise ConfigError(f"mel_postfilter must be an int >= 0, received: {self.mel_postfilter!r}")
         if self.mel_postfilter and self.conditioning != "mel":
             raise ConfigError("mel_postfilter needs mel conditioning: the mel is its target")
+        if self.pulse_input and not self.lpc_order:
+            raise ConfigError("pulse_input needs lpc_order > 0: training puts the pulses on the LPC residual's peaks")
 
     @property
     def num_layers(self):
@@ -455,7 +463,10 @@ class WaveNet(keras.Model):
             [batch, time] mu-law classes (``input_type="mulaw"``) or float32 [batch, time] in [-1, 1];
             ``"mel"`` (mel conditioning only): float32 [batch, frames + 2 * context, n_mels] from
             ``conditioning_mel``, with ``frames * hop >= time``;
-            ``"speaker"`` (``num_speakers > 0`` only): int32 [batch].
+            ``"speaker"`` (``num_speakers > 0`` only): int32 [batch];
+            ``"pulses"`` (``pulse_input`` only, optional): float32 [batch, time, PULSE_FEATURES], the pulse
+            train of training (``speechkit.vocoder.pulses.aligned_pulses``); without it, the free-running
+            one of generation.
 
     Returns:
         float32 [batch, time, num_classes] logits.
@@ -488,6 +499,9 @@ class WaveNet(keras.Model):
                                        scaled_channels=frontend.n_mels if config.pitch_features else None,
                                        name="upsampler")
                           if config.conditioning == "mel" else None)
+        self.pulse_projection = (keras.layers.Dense(config.cond_channels, use_bias=False, kernel_initializer="zeros",
+                                                    name="pulse_projection")
+                                 if config.pulse_input else None)
         self.speaker_embedding = (keras.layers.Embedding(config.num_speakers, config.speaker_channels,
                                                          name="speaker_embedding")
                                   if config.num_speakers else None)
@@ -517,16 +531,26 @@ class WaveNet(keras.Model):
         h = self.head_hidden(keras.ops.relu(skip))
         return self.head_out(keras.ops.relu(h))
 
-    def upsample(self, mel, num_samples=None):
+    def upsample(self, mel, num_samples=None, pulses=None):
         """Conditioning mel [batch, frames + 2 * context, n_mels] to [batch, samples, cond_channels].
 
         With ``pitch_features`` the mel's pitch features (``speechkit.vocoder.pitch``) join it first.
+        With ``pulse_input`` the projected pulse train is added: ``pulses`` [batch, samples,
+        PULSE_FEATURES] when given (training), else the free-running one the mel implies (generation).
         """
+        features = mel
         if self.config.pitch_features:
-            mel = keras.ops.concatenate(
+            features = keras.ops.concatenate(
                 [mel, pitch_features(mel, frontend=self.frontend, count=self.config.pitch_features)], axis=-1)
-        cond = self.upsampler(mel)
-        return cond if num_samples is None else cond[:, :num_samples]
+        cond = self.upsampler(features)
+        if num_samples is not None:
+            cond = cond[:, :num_samples]
+        if self.pulse_projection is None:
+            return cond
+        if pulses is None:
+            pulses = free_pulses(mel, frontend=self.frontend, context=self.config.cond_context,
+                                 num_samples=keras.ops.shape(cond)[1])
+        return cond + self.pulse_projection(pulses)
 
     def speaker_vector(self, speaker):
         """int32 [batch] speaker ids to float32 [batch, speaker_channels] (None without speakers)."""
@@ -563,7 +587,7 @@ class WaveNet(keras.Model):
         self._check_inputs(inputs)
         x = self.embed(inputs["audio"])
         time = keras.ops.shape(x)[1]
-        cond = self.upsample(inputs["mel"], time) if self.upsampler is not None else None
+        cond = self.upsample(inputs["mel"], time, inputs.get("pulses")) if self.upsampler is not None else None
         speaker = self.speaker_vector(inputs.get("speaker"))
         skips = None
         layer_inputs = []
