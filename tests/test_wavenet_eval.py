@@ -14,7 +14,8 @@ from speechkit.data.manifest import Utterance, write_manifest
 from speechkit.errors import AudioError, ConfigError, RunError
 from speechkit.frontend import FrontendConfig
 from speechkit.runs import RunDir
-from speechkit.vocoder.evaluate import evaluate_vocoder, log_spectral_distance, mel_cepstral_distortion
+from speechkit.vocoder.evaluate import (evaluate_vocoder, log_spectral_distance, mel_cepstral_distortion,
+                                        pitch_agreement, pitch_track)
 from speechkit.vocoder.generation import load_vocoder
 from speechkit.vocoder.wavenet import WaveNet, WaveNetConfig
 
@@ -44,6 +45,24 @@ def test_distances_ignore_silent_reference_frames():
     hiss = speech + np.concatenate([_noise(4000, seed=2) * 0.05, np.zeros(4000, np.float32)])
     assert log_spectral_distance(speech, hiss, frontend=FRONTEND) < 1.0
     assert log_spectral_distance(speech, hiss, frontend=FRONTEND, active_db=200.0) > 10.0
+
+
+def _tone(f0, n=8000):
+    t = np.arange(n) / 16000
+    return (0.3 * sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 6))).astype(np.float32)
+
+
+def test_pitch_agreement_known_answers():
+    tone = pitch_track(_tone(150.0), frontend=FRONTEND)
+    same = pitch_agreement([(tone, tone)])
+    assert same["voiced_reference"] > 0.8 and same["vde"] == 0.0 and same["gpe"] == 0.0
+    assert same["f0_error_cents"] == 0.0
+    fifth = pitch_agreement([(tone, pitch_track(_tone(225.0), frontend=FRONTEND))])
+    assert fifth["gpe"] > 0.9 and abs(fifth["f0_error_cents"] - 702) < 30
+    noise = pitch_agreement([(tone, pitch_track(_noise(), frontend=FRONTEND))])
+    assert noise["voiced_estimate"] < 0.1 and noise["vde"] > 0.7
+    flat = pitch_agreement([(pitch_track(_noise(), frontend=FRONTEND), pitch_track(_noise(seed=4), frontend=FRONTEND))])
+    assert flat["gpe"] is None and flat["f0_error_cents"] is None
 
 
 def _tiny_run(path, seed=0, lpc_order=0):
@@ -97,6 +116,8 @@ def test_evaluate_vocoder_report(tmp_path):
     vocoded = audio_io.load(os.path.join(out, "wav", "u1_vocoded.wav"))
     assert len(vocoded) == 1300
     assert "mel-cepstral distortion" in open(os.path.join(out, "report.md")).read()
+    assert set(s["pitch"]) == {"voiced_reference", "voiced_estimate", "vde", "gpe", "f0_error_cents"}
+    assert "voicing decision error" in open(os.path.join(out, "report.md")).read()
 
 
 def test_lpc_report_measures_the_filter_alone(tmp_path):

@@ -24,6 +24,12 @@ a 256-class WaveNet cannot go below. A residual model also gets the filter alone
 noise at the residual's level: the ceiling its network's excitation has to get under. With an ASR
 run, the report puts the WER of the vocoded audio next to the WER of the original audio (the two
 model families check each other).
+
+Intelligible is not yet voiced: noise through the filter keeps most words and no pitch. So the report
+also compares the two pitch tracks, from librosa's pYIN at the front end's hop (``pitch_agreement``):
+the share of voiced frames in each, the voicing decision error (VDE: frames whose voiced/unvoiced
+decisions differ), the gross pitch error (GPE: frames voiced in both whose pitch is off by more than
+20%) and the median pitch error in cents over the frames voiced in both.
 """
 
 import json
@@ -31,6 +37,7 @@ import logging
 import os
 import time
 
+import librosa
 import numpy as np
 
 from speechkit import audio as audio_io
@@ -41,7 +48,7 @@ from speechkit.frontend import log_mel, mel_filterbank, power_spectrogram
 from speechkit.metrics import wer
 from speechkit.spectral import cepstral_distortion_db, mel_cepstra, save_mel_pair
 
-__all__ = ["log_spectral_distance", "mel_cepstral_distortion", "evaluate_vocoder"]
+__all__ = ["log_spectral_distance", "mel_cepstral_distortion", "pitch_track", "pitch_agreement", "evaluate_vocoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +123,36 @@ def mel_cepstral_distortion(reference, estimate, *, frontend, num_cepstra=24, dy
     c_ref = _mel_cepstra(p_ref, fb, peak, dynamic_range_db, num_cepstra)
     c_est = _mel_cepstra(p_est, fb, peak, dynamic_range_db, num_cepstra)
     return float(np.mean(cepstral_distortion_db(c_ref, c_est)[_active(p_ref, active_db)]))
+
+
+def pitch_track(audio, *, frontend, fmin=50.0, fmax=400.0):
+    """pYIN's pitch (Hz, NaN where unvoiced) and voiced flags per front-end hop, as float64 and bool numpy [frames]."""
+    f0, voiced, _ = librosa.pyin(np.asarray(audio, np.float32), fmin=fmin, fmax=fmax, sr=frontend.sample_rate,
+                                 frame_length=1024, hop_length=frontend.hop_length)
+    return f0, voiced
+
+
+def pitch_agreement(tracks):
+    """Pitch measures of estimate tracks against reference tracks, pooled over all frames.
+
+    Args:
+        tracks: list of ``(reference, estimate)`` pairs of ``pitch_track`` results.
+
+    Returns:
+        dict: ``voiced_reference`` and ``voiced_estimate`` (shares of frames), ``vde`` (share of frames whose
+        voicing differs), ``gpe`` (share of the frames voiced in both whose pitch is off by more than 20%),
+        ``f0_error_cents`` (median over those frames; None when no frame is voiced in both).
+    """
+    ref_f0 = np.concatenate([r[0][:min(len(r[0]), len(e[0]))] for r, e in tracks])
+    est_f0 = np.concatenate([e[0][:min(len(r[0]), len(e[0]))] for r, e in tracks])
+    ref_v = np.concatenate([r[1][:min(len(r[1]), len(e[1]))] for r, e in tracks])
+    est_v = np.concatenate([e[1][:min(len(r[1]), len(e[1]))] for r, e in tracks])
+    both = ref_v & est_v & np.isfinite(ref_f0) & np.isfinite(est_f0)
+    ratio = est_f0[both] / ref_f0[both]
+    return {"voiced_reference": float(ref_v.mean()), "voiced_estimate": float(est_v.mean()),
+            "vde": float(np.mean(ref_v != est_v)),
+            "gpe": float(np.mean(np.abs(ratio - 1.0) > 0.2)) if both.any() else None,
+            "f0_error_cents": float(np.median(np.abs(1200.0 * np.log2(ratio)))) if both.any() else None}
 
 
 def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperature=1.0, seed=0, speaker=None,
@@ -201,6 +238,8 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
     if lpc:
         summary["noise_lsd_db"] = float(np.mean([r["noise_lsd_db"] for r in rows]))
         summary["noise_mcd_db"] = float(np.mean([r["noise_mcd_db"] for r in rows]))
+    summary["pitch"] = pitch_agreement([(pitch_track(ref, frontend=frontend), pitch_track(voc, frontend=frontend))
+                                        for ref, voc in zip(audios, vocoded)])
     if recognizer is not None:
         refs = [u.text for u in kept]
         hyp_orig = recognizer.transcribe(audios)
@@ -247,6 +286,12 @@ def _markdown(report):
         f"| log-spectral distance (dB) | {s['lsd_db']:.2f} | {s['mulaw_lsd_db']:.2f} |",
         f"| mel-cepstral distortion (dB) | {s['mcd_db']:.2f} | {s['mulaw_mcd_db']:.2f} |",
     ]
+    p = s["pitch"]
+    lines += ["", f"Pitch (pYIN): voiced frames {p['voiced_reference'] * 100:.1f}% in the originals, "
+                  f"{p['voiced_estimate'] * 100:.1f}% in the vocoded audio; voicing decision error "
+                  f"{p['vde'] * 100:.1f}%"
+              + (f"; over the frames voiced in both, gross pitch error {p['gpe'] * 100:.1f}% and median error "
+                 f"{p['f0_error_cents']:.0f} cents" if p["gpe"] is not None else "") + "."]
     if "noise_lsd_db" in s:
         lines += ["", f"The LPC filter alone (white noise at the residual's level, no network): LSD "
                       f"{s['noise_lsd_db']:.2f} dB, MCD {s['noise_mcd_db']:.2f} dB."]
