@@ -136,7 +136,13 @@ def test_lpc_report_measures_the_filter_alone(tmp_path):
     white = _noise(4000, seed=6) * (np.std(resonant) / 0.2)
     assert s["noise_lsd_db"] < log_spectral_distance(resonant, white, frontend=FRONTEND) - 5.0
     assert 0 < s["mulaw_lsd_db"] < s["noise_lsd_db"] and "wer_noise_excited" in s
+    assert s["pitch_noise_excited"]["voiced_reference"] == s["pitch"]["voiced_reference"]
+    assert "pitch_without_postfilter" not in s
     assert "filter alone" in open(str(tmp_path / "report" / "report.md")).read()
+    again = evaluate_vocoder(vocoder, [Utterance("r", path, 0.25, "RING", "s")], out_dir=str(tmp_path / "report2"),
+                             plots=0, postfilter=1)["summary"]
+    assert "pitch_without_postfilter" in again
+    assert "| vocoded, without the post-filter |" in open(str(tmp_path / "report2" / "report.md")).read()
 
 def test_load_vocoder_rejects_mismatched_config(tmp_path):
     _tiny_run(str(tmp_path / "run"))

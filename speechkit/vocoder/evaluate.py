@@ -25,11 +25,13 @@ noise at the residual's level: the ceiling its network's excitation has to get u
 run, the report puts the WER of the vocoded audio next to the WER of the original audio (the two
 model families check each other).
 
-Intelligible is not yet voiced: noise through the filter keeps most words and no pitch. So the report
-also compares the two pitch tracks, from librosa's pYIN at the front end's hop (``pitch_agreement``):
-the share of voiced frames in each, the voicing decision error (VDE: frames whose voiced/unvoiced
-decisions differ), the gross pitch error (GPE: frames voiced in both whose pitch is off by more than
-20%) and the median pitch error in cents over the frames voiced in both.
+Intelligible is not yet voiced. So the report also compares pitch tracks with the originals', from
+librosa's pYIN at the front end's hop (``pitch_agreement``), for the vocoded audio, for the network's
+output before the post-filter, and for the filter alone (after the post-filter as well, which can put back
+the lowest harmonics that the mel's narrow low bands resolve): the share of voiced frames in each, the
+voicing decision error (VDE: frames whose voiced/unvoiced decisions differ), the gross pitch error (GPE:
+frames voiced in both whose pitch is off by more than 20%) and the median pitch error in cents over the
+frames voiced in both.
 """
 
 import json
@@ -238,8 +240,19 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
     if lpc:
         summary["noise_lsd_db"] = float(np.mean([r["noise_lsd_db"] for r in rows]))
         summary["noise_mcd_db"] = float(np.mean([r["noise_mcd_db"] for r in rows]))
-    summary["pitch"] = pitch_agreement([(pitch_track(ref, frontend=frontend), pitch_track(voc, frontend=frontend))
-                                        for ref, voc in zip(audios, vocoded)])
+    noise_postfiltered = [vocoder.postfiltered(wave, mel, passes=passes) for wave, mel in zip(noise_excited, mels)] \
+        if passes else noise_excited
+    reference_tracks = [pitch_track(ref, frontend=frontend) for ref in audios]
+
+    def pitch_of(waves):
+        return pitch_agreement([(ref, pitch_track(wave, frontend=frontend))
+                                for ref, wave in zip(reference_tracks, waves)])
+
+    summary["pitch"] = pitch_of(vocoded)
+    if passes:
+        summary["pitch_without_postfilter"] = pitch_of(generated)
+    if lpc:
+        summary["pitch_noise_excited"] = pitch_of(noise_postfiltered)
     if recognizer is not None:
         refs = [u.text for u in kept]
         hyp_orig = recognizer.transcribe(audios)
@@ -251,8 +264,7 @@ def evaluate_vocoder(vocoder, utterances, *, out_dir, recognizer=None, temperatu
         if passes:
             summary["wer_vocoded_without_postfilter"] = wer(refs, recognizer.transcribe(generated))
             if lpc:
-                summary["wer_noise_excited_postfiltered"] = wer(refs, recognizer.transcribe(
-                    [vocoder.postfiltered(wave, mel, passes=passes) for wave, mel in zip(noise_excited, mels)]))
+                summary["wer_noise_excited_postfiltered"] = wer(refs, recognizer.transcribe(noise_postfiltered))
         summary["asr_run"] = getattr(recognizer, "run_dir", None)
         for row, ref_text, h_o, h_v in zip(rows, refs, hyp_orig, hyp_voc):
             row.update(text=ref_text, asr_original=h_o, asr_vocoded=h_v)
@@ -287,11 +299,17 @@ def _markdown(report):
         f"| mel-cepstral distortion (dB) | {s['mcd_db']:.2f} | {s['mulaw_mcd_db']:.2f} |",
     ]
     p = s["pitch"]
-    lines += ["", f"Pitch (pYIN): voiced frames {p['voiced_reference'] * 100:.1f}% in the originals, "
-                  f"{p['voiced_estimate'] * 100:.1f}% in the vocoded audio; voicing decision error "
-                  f"{p['vde'] * 100:.1f}%"
-              + (f"; over the frames voiced in both, gross pitch error {p['gpe'] * 100:.1f}% and median error "
-                 f"{p['f0_error_cents']:.0f} cents" if p["gpe"] is not None else "") + "."]
+    lines += ["", f"Pitch (pYIN): {p['voiced_reference'] * 100:.1f}% of the originals' frames are voiced.", "",
+              "| audio | voiced frames | voicing decision error | gross pitch error | median pitch error |",
+              "|---|---|---|---|---|"]
+    for key, name in (("pitch", "vocoded"), ("pitch_without_postfilter", "vocoded, without the post-filter"),
+                      ("pitch_noise_excited", "the LPC filter alone" + (" and the post-filter" if s["postfilter"]
+                                                                         else ""))):
+        if key in s:
+            p = s[key]
+            errors = ("n/a | n/a" if p["gpe"] is None
+                      else f"{p['gpe'] * 100:.1f}% | {p['f0_error_cents']:.0f} cents")
+            lines.append(f"| {name} | {p['voiced_estimate'] * 100:.1f}% | {p['vde'] * 100:.1f}% | {errors} |")
     if "noise_lsd_db" in s:
         lines += ["", f"The LPC filter alone (white noise at the residual's level, no network): LSD "
                       f"{s['noise_lsd_db']:.2f} dB, MCD {s['noise_mcd_db']:.2f} dB."]
