@@ -80,6 +80,8 @@ def test_synth_triads_writes_wavs_and_manifests(tiny_corpus):
         assert rate == 16000 and seconds == pytest.approx(utt.duration, abs=1e-3)
         wave = audio_io.load(utt.audio)
         assert 0.01 < np.abs(wave).max() <= 0.99 and np.abs(wave[-10:]).max() < 1e-3
+        # The attack starts at once: no lead-in silence for generation from silence to learn.
+        assert np.abs(wave[0]) > 5e-4 * np.abs(wave).max() and np.abs(wave[:80]).max() > 0.05 * np.abs(wave).max()
     assert json.loads((out / "triads.json").read_text())["complete"] is True
 
 
