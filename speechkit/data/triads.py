@@ -214,9 +214,9 @@ def render_triad(item, config, *, out_path, soundfont, fluidsynth="fluidsynth"):
     The synthesiser renders with reverb and chorus off. The file starts at the attack: the few
     milliseconds of near-silence that the synthesiser renders first (below ``_ONSET_LEVEL`` of the peak)
     are cut. A WaveNet that generates from silence must go straight into the attack, and it learns to
-    do so only if silence precedes the attack in its training data and nothing else, which the lead-in
-    broke (the chords model, 4,100 steps, put 95% of its probability on silence there, and its unprimed
-    clips stayed silent). The audio is then cut at ``item.seconds`` with a 50 ms fade-out, so every
+    do so only if silence precedes the attack in its training data and nothing else: a chords model
+    trained with the lead-in put 95% of its probability on more silence after silence, and its unprimed
+    clips stayed silent. The audio is then cut at ``item.seconds`` with a 50 ms fade-out, so every
     file ends in silence.
 
     Args:
