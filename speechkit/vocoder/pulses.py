@@ -5,8 +5,8 @@ and the mel-implied pitch features (``speechkit.vocoder.pitch``), wavenet-mini h
 9,000 steps: pYIN found 12% of its output's frames voiced, against 83.5% of the originals', and the filter
 turned its noise into whispered speech. Neural source-filter vocoders (Wang, Takaki and Yamagishi, 2019)
 do not ask the network to find the period. They give it a periodic source at the pitch, and the network
-shapes it. This module builds
-that source from the mel alone, so a text-to-speech model's mel needs nothing more.
+shapes it. This module builds that source from the mel alone, so a text-to-speech model's mel needs
+nothing more.
 
 The network reads four features per sample, each weighted by the frame's voicing: an impulse at each
 pulse, the sine and cosine of the phase within the period, and the voicing itself. The period and the
