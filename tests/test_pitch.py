@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from _tones import voiced
 
 from speechkit.frontend import FrontendConfig, log_mel
 from speechkit.vocoder.pitch import MAX_PITCH_HZ, MIN_PITCH_HZ, pitch_features, pitch_lags
@@ -10,14 +11,6 @@ from speechkit.vocoder.pitch import MAX_PITCH_HZ, MIN_PITCH_HZ, pitch_features, 
 FRONTEND = FrontendConfig(kind="mel", normalize=False)
 SR = FRONTEND.sample_rate
 COUNT = 48
-
-
-def _voiced(f0, seconds=0.5):
-    """A vowel-like tone: harmonics of ``f0`` falling 6 dB an octave, shaped by one broad formant at 600 Hz."""
-    t = np.arange(int(SR * seconds)) / SR
-    x = sum(np.sin(2 * np.pi * h * f0 * t) / h * (1 + (h * f0 / 600) ** 2) ** -0.5
-            for h in range(1, int(SR / 2 / f0)))
-    return (0.3 * x / np.abs(x).max()).astype(np.float32)
 
 
 def test_lags_are_distinct_and_cover_the_pitch_range():
@@ -30,7 +23,7 @@ def test_lags_are_distinct_and_cover_the_pitch_range():
 
 @pytest.mark.parametrize("f0", [95.0, 130.0, 180.0, 240.0, 330.0])
 def test_the_strongest_lag_is_the_period(f0):
-    features = pitch_features(log_mel(_voiced(f0), config=FRONTEND), frontend=FRONTEND, count=COUNT).numpy()
+    features = pitch_features(log_mel(voiced(f0), config=FRONTEND), frontend=FRONTEND, count=COUNT).numpy()
     assert features.shape == (1 + int(SR * 0.5) // FRONTEND.hop_length, COUNT) and features.dtype == np.float32
     middle = features[5:-5]
     assert np.all(np.abs(middle) <= 1.0 + 1e-5)
@@ -47,11 +40,11 @@ def test_noise_shows_no_period():
 
 
 def test_graph_with_unknown_batch_and_frames_matches_eager():
-    mels = tf.stack([log_mel(_voiced(120.0), config=FRONTEND), log_mel(_voiced(260.0), config=FRONTEND)])
+    mels = tf.stack([log_mel(voiced(120.0), config=FRONTEND), log_mel(voiced(260.0), config=FRONTEND)])
     graph = tf.function(lambda m: pitch_features(m, frontend=FRONTEND, count=COUNT),
                         input_signature=[tf.TensorSpec([None, None, FRONTEND.n_mels], tf.float32)])
     np.testing.assert_allclose(graph(mels).numpy(), pitch_features(mels, frontend=FRONTEND, count=COUNT).numpy(),
                                rtol=0, atol=1e-5)
     small = FrontendConfig(kind="mel", normalize=False, mel_window_ms=25.0, mel_fft_length=512)
     with pytest.raises(ValueError, match="mel_fft_length"):
-        pitch_features(log_mel(_voiced(120.0), config=small), frontend=small, count=COUNT)
+        pitch_features(log_mel(voiced(120.0), config=small), frontend=small, count=COUNT)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
+from _tones import voiced
 
 from speechkit.frontend import FrontendConfig, log_mel
 from speechkit.vocoder.pulses import PULSE_FEATURES, aligned_pulses, free_pulses, implied_pitch, sample_frames
@@ -11,14 +12,6 @@ SR, HOP = FRONTEND.sample_rate, FRONTEND.hop_length
 CONTEXT = 2
 
 
-def _voiced(f0, seconds=0.5):
-    """Harmonics of ``f0`` falling 6 dB an octave under one broad formant at 600 Hz."""
-    t = np.arange(int(SR * seconds)) / SR
-    x = sum(np.sin(2 * np.pi * h * f0 * t) / h * (1 + (h * f0 / 600) ** 2) ** -0.5
-            for h in range(1, int(SR / 2 / f0)))
-    return (0.3 * x / np.abs(x).max()).astype(np.float32)
-
-
 def _conditioning_mel(audio):
     pad = CONTEXT * HOP
     return log_mel(np.pad(audio, (pad, pad))[np.newaxis], config=FRONTEND)
@@ -26,7 +19,7 @@ def _conditioning_mel(audio):
 
 def test_free_pulses_fall_one_period_apart_in_a_voiced_tone():
     f0 = 160.0
-    audio = _voiced(f0)
+    audio = voiced(f0)
     features = free_pulses(_conditioning_mel(audio), frontend=FRONTEND, context=CONTEXT,
                            num_samples=len(audio)).numpy()[0]
     assert features.shape == (len(audio), PULSE_FEATURES) and features.dtype == np.float32
@@ -49,7 +42,7 @@ def test_noise_gives_no_pulses():
 
 
 def test_free_pulses_in_a_graph_with_unknown_shapes_match_eager():
-    mel = tf.concat([_conditioning_mel(_voiced(120.0)), _conditioning_mel(_voiced(250.0))], axis=0)
+    mel = tf.concat([_conditioning_mel(voiced(120.0)), _conditioning_mel(voiced(250.0))], axis=0)
     graph = tf.function(lambda m: free_pulses(m, frontend=FRONTEND, context=CONTEXT),
                         input_signature=[tf.TensorSpec([None, None, FRONTEND.n_mels], tf.float32)])
     np.testing.assert_allclose(graph(mel).numpy(), free_pulses(mel, frontend=FRONTEND, context=CONTEXT).numpy(),
@@ -58,7 +51,7 @@ def test_free_pulses_in_a_graph_with_unknown_shapes_match_eager():
 
 def test_implied_pitch_reads_the_tones_period():
     for f0 in (110.0, 200.0, 320.0):
-        period, voicing = implied_pitch(log_mel(_voiced(f0), config=FRONTEND), frontend=FRONTEND)
+        period, voicing = implied_pitch(log_mel(voiced(f0), config=FRONTEND), frontend=FRONTEND)
         cents = 1200 * np.abs(np.log2(np.median(period.numpy()[5:-5]) * f0 / SR))
         assert cents < 50 and np.median(voicing.numpy()[5:-5]) > 0.9
 
