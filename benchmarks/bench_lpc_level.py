@@ -36,14 +36,12 @@ from _row import row  # noqa: E402
 from speechkit import audio as audio_io  # noqa: E402
 from speechkit.data.manifest import even_spread, read_manifest, write_manifest  # noqa: E402
 from speechkit.frontend import FrontendConfig, log_mel  # noqa: E402
-from speechkit.vocoder.lpc import (excitation, frame_power, implied_autocorrelation, noise_excitation,  # noqa: E402
-                                   source_filter, synthesize)
-from speechkit.vocoder.pitch import MAX_PITCH_HZ, MIN_PITCH_HZ  # noqa: E402
+from speechkit.vocoder.lpc import excitation, frame_power, noise_excitation, source_filter, synthesize  # noqa: E402
+from speechkit.vocoder.pulses import implied_pitch, sample_frames  # noqa: E402
 
 FRONTEND = FrontendConfig(kind="mel", normalize=False)
 HOP = FRONTEND.hop_length
 LOUD_DB = 50.0
-VOICING = (0.3, 0.7)  # the mel-implied normalised autocorrelation at the period: unvoiced below, voiced above
 
 
 def _level_errors_db(audio, order, other=None):
@@ -58,12 +56,8 @@ def _level_errors_db(audio, order, other=None):
 
 def _pitched_excitation(mel, samples, level, seed):
     """Pulses one implied period apart (phase accumulated per sample) mixed with noise by the voicing, RMS ``level``."""
-    r = implied_autocorrelation(mel, frontend=FRONTEND)[0].numpy()
-    low, high = round(FRONTEND.sample_rate / MAX_PITCH_HZ), round(FRONTEND.sample_rate / MIN_PITCH_HZ)
-    normalized = r[:, low:high + 1] / r[:, :1]
-    period = (low + np.argmax(normalized, axis=1)).astype(np.float64)
-    voicing = np.clip((normalized.max(axis=1) - VOICING[0]) / (VOICING[1] - VOICING[0]), 0.0, 1.0)
-    frame = np.minimum((np.arange(samples) + HOP // 2) // HOP, len(r) - 1)
+    period, voicing = (x.numpy().astype(np.float64) for x in implied_pitch(mel, frontend=FRONTEND))
+    frame = sample_frames(samples, hop=HOP, context=0, frames=len(period)).numpy()
     phase = np.cumsum(1.0 / period[frame])
     pulses = np.diff(np.floor(phase), prepend=0.0) * np.sqrt(period[frame])
     noise = np.random.default_rng(seed).standard_normal(samples)
