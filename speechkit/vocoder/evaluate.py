@@ -145,10 +145,12 @@ def pitch_agreement(tracks):
         voicing differs), ``gpe`` (share of the frames voiced in both whose pitch is off by more than 20%),
         ``f0_error_cents`` (median over those frames; None when no frame is voiced in both).
     """
-    ref_f0 = np.concatenate([r[0][:min(len(r[0]), len(e[0]))] for r, e in tracks])
-    est_f0 = np.concatenate([e[0][:min(len(r[0]), len(e[0]))] for r, e in tracks])
-    ref_v = np.concatenate([r[1][:min(len(r[1]), len(e[1]))] for r, e in tracks])
-    est_v = np.concatenate([e[1][:min(len(r[1]), len(e[1]))] for r, e in tracks])
+    frames = [min(len(reference[0]), len(estimate[0])) for reference, estimate in tracks]
+
+    def pooled(side, field):
+        return np.concatenate([pair[side][field][:n] for pair, n in zip(tracks, frames)])
+
+    ref_f0, ref_v, est_f0, est_v = pooled(0, 0), pooled(0, 1), pooled(1, 0), pooled(1, 1)
     both = ref_v & est_v & np.isfinite(ref_f0) & np.isfinite(est_f0)
     ratio = est_f0[both] / ref_f0[both]
     return {"voiced_reference": float(ref_v.mean()), "voiced_estimate": float(est_v.mean()),
