@@ -246,6 +246,13 @@ def test_training_writes_run_and_resumes_exactly(manifest, tmp_path):
         np.testing.assert_allclose(wa.numpy(), wb.numpy(), atol=1e-6, err_msg=wa.path)
     again = train_vocoder(config, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0)
     assert again["step"] == 4, "a finished run trains no further at the same epochs"
+    annealed = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, epochs=3, optimizer=dataclasses.replace(config.train.optimizer, learning_rate=2.5e-4)))
+    extended = train_vocoder(annealed, out_dir=str(tmp_path / "b"), manifest=manifest, verbose=0)
+    assert extended["step"] == 6
+    rates = [float(row.split(",")[2]) for row in open(tmp_path / "b" / "train_log.csv").read().split()[1:]]
+    np.testing.assert_allclose(rates, [1e-3, 1e-3, 2.5e-4], rtol=1e-6)
+    assert "learning_rate: 0.00025" in (tmp_path / "b" / "config.yaml").read_text()
 
 
 @pytest.mark.slow

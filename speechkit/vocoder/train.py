@@ -115,7 +115,9 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     Args:
         config: VocoderConfig.
         out_dir: str, the run folder (created; a run there is resumed exactly, and a finished one
-            is extended when ``config.train.epochs`` grew).
+            is extended when ``config.train.epochs`` grew). A resumed run may change
+            ``config.train.optimizer``: the schedule is a function of the global step, so a campaign
+            anneals its learning rate from the step it resumes at, with the optimiser's moments kept.
         manifest: str, a JSONL manifest of training audio (speakers from its ``speaker`` field).
         audio_dir: str, alternatively a folder of wav/flac/ogg files (speaker = first sub-folder).
         time_budget_min: float or None, stop cleanly after this many minutes of this invocation.
@@ -136,7 +138,7 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     if (manifest is None) == (audio_dir is None):
         raise ConfigError("give exactly one of a training manifest or an audio folder")
     run = RunDir(out_dir, create=True)
-    run.save_config(config, mutable=("train.epochs", "model.mel_postfilter"))
+    run.save_config(config, mutable=("train.epochs", "train.optimizer", "model.mel_postfilter"))
     run.append_command(command)
     run.clear_done()
     tc = config.train
