@@ -1,14 +1,16 @@
 """Fast CPU generation: the cached WaveNet loop fused into one numba kernel.
 
 A deliberate copy of ``WaveNet.step`` (``speechkit/vocoder/wavenet.py``) and of the TensorFlow loop
-in ``speechkit/vocoder/generation.py``, specialised for CPU threads: every matrix of the mini
-preset stays in cache, the per-layer products are written as contiguous multiply-add loops that
-LLVM vectorises, and there is no per-op dispatch. A batch is split into one group of rows per
-thread (numba ``prange``); within a group the products are matrix-matrix. It reads the Keras
-model's weights, keeps its state in the same ring-buffer layout as ``WaveNet.initial_state``
-(so a state primed by the TensorFlow full pass continues here), and draws samples with the same
-inverse-CDF rule from the same uniform noise. ``tests/test_wavenet_generation.py`` proves logits and
-samples equal to the TensorFlow path.
+in ``speechkit/vocoder/generation.py``, specialised for CPU threads: there is no per-op dispatch,
+every product is one BLAS call over a group of rows (numba's ``np.dot``, so a batch is
+matrix-matrix and pays), and the element-wise work is in loops that LLVM vectorises (numba's
+``error_model="numpy"``: a division that may not raise ``ZeroDivisionError`` needs no branch). A
+batch is split into one group of rows per thread (numba ``prange``), with BLAS held to one thread
+inside. It reads the Keras model's weights, keeps its state in the same ring-buffer layout as
+``WaveNet.initial_state`` (so a state primed by the TensorFlow full pass continues here), and draws
+samples with the same inverse-CDF rule from the same uniform noise.
+``tests/test_wavenet_generation.py`` proves logits and samples equal to the TensorFlow path, and a
+row's samples independent of the batch and the threads.
 """
 
 import logging
@@ -16,6 +18,7 @@ import math
 
 import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from speechkit.errors import ConfigError
 from speechkit.frontend import mu_law_decode
@@ -25,10 +28,10 @@ __all__ = ["FastWaveNet"]
 logger = logging.getLogger(__name__)
 
 _SCALE = np.float32(math.sqrt(0.5))
-_BLOCK = 32  # steps per conditioning projection: the block's projections stay in L2 beside the weights
+_BLOCK = 32  # steps per conditioning projection (one product over the block's steps and rows)
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True, inline="always")
 def _tanh(x):
     """Rational tanh (Eigen's ``ptanh_float``), max abs error 4e-7; unlike libm it vectorises."""
     x = min(max(x, np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))
@@ -47,85 +50,25 @@ def _tanh(x):
     return p * x / q
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
-def _tail_add(zb, xb, w, r):
-    """``zb += xb[r:] @ w[r:]``, one weight row at a time: what is left after the passes of four."""
-    n = zb.shape[0]
-    for q in range(r, w.shape[0]):
-        wq = w[q]
-        a = xb[q]
-        for c in range(n):
-            zb[c] += a * wq[c]
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
-def _row_add(zb, xb, w):
-    """``zb += xb @ w`` for one row: zb float32 [N], xb [K], w [K, N]; four weight rows per pass, so
-    each store of ``zb`` carries four multiply-adds."""
-    n = zb.shape[0]
-    k = w.shape[0]
-    r = 0
-    while r + 4 <= k:
-        w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
-        a0, a1, a2, a3 = xb[r], xb[r + 1], xb[r + 2], xb[r + 3]
-        for c in range(n):
-            zb[c] += a0 * w0[c] + a1 * w1[c] + a2 * w2[c] + a3 * w3[c]
-        r += 4
-    _tail_add(zb, xb, w, r)
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
-def _pair_add(z0, z1, x0, x1, w):
-    """``_row_add`` for two rows at once: each load of a weight vector feeds both rows. The sums
-    are ``_row_add``'s, in the same order, so a row's bits do not depend on its pairing. (Four
-    rows at a time would need more pointer-overlap checks than LLVM allows before it gives up
-    vectorising the inner loop.)"""
-    n = z0.shape[0]
-    k = w.shape[0]
-    r = 0
-    while r + 4 <= k:
-        w0, w1, w2, w3 = w[r], w[r + 1], w[r + 2], w[r + 3]
-        a0, a1, a2, a3 = x0[r], x0[r + 1], x0[r + 2], x0[r + 3]
-        e0, e1, e2, e3 = x1[r], x1[r + 1], x1[r + 2], x1[r + 3]
-        for c in range(n):
-            v0, v1, v2, v3 = w0[c], w1[c], w2[c], w3[c]
-            z0[c] += a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3
-            z1[c] += e0 * v0 + e1 * v1 + e2 * v2 + e3 * v3
-        r += 4
-    _tail_add(z0, x0, w, r)
-    _tail_add(z1, x1, w, r)
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _matmul_add(z, x, w):
-    """``z[b] += x[b] @ w`` for every row: z float32 [rows, N], x [rows, K], w [K, N], two rows at a
-    time (a matrix-matrix product: each weight row, in L1 or L2, is read once per pair)."""
-    rows = z.shape[0]
-    b = 0
-    while b + 2 <= rows:
-        _pair_add(z[b], z[b + 1], x[b], x[b + 1], w)
-        b += 2
-    if b < rows:
-        _row_add(z[b], x[b], w)
-
-
-@numba.njit(cache=True, fastmath=True, nogil=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b, proj, out_w, out_b, has_res, skip_ch,
             w1, b1, w2, b2, noise, temperature, forced, use_forced, record, logits_out, out):
     """``n`` cached steps for the rows of ``x_first`` on one thread; returns the last classes.
 
-    Every product runs over the rows inside the loop over a weight row, so a weight row is read
-    once per step for all rows (a matrix-matrix product) and a row's arithmetic does not depend
-    on the other rows: any grouping of a batch gives the same bits. ``proj`` [>= n * rows, layers * 2G]
-    holds every layer's conditioning term at every step (``_project``).
+    Every product is one BLAS call over all rows (``np.dot``): a dilated convolution multiplies the
+    rows' taps, side by side, by the layer's stacked kernel ``conv_w[l]`` [K * R, 2G]. ``proj``
+    [>= n * rows, layers * 2G] holds every layer's conditioning term at every step (``_project``).
     """
     batch = x_first.shape[0]
-    layers, k, res, g2 = conv_w.shape
+    res = table.shape[1]
+    layers, taps_res, g2 = conv_w.shape
+    k = taps_res // res
     g = g2 // 2
     hid = w1.shape[1]
     classes = w2.shape[1]
     width = out_w.shape[2]
     h = np.empty((batch, res), np.float32)
+    taps = np.empty((batch, taps_res), np.float32)
     z = np.empty((batch, g2), np.float32)
     a = np.empty((batch, g), np.float32)
     o = np.empty((batch, width), np.float32)
@@ -155,35 +98,38 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
             d = dils[l]
             base = l * g2
             cb = conv_b[l]
-            wl = conv_w[l]
-            wcur = wl[k - 1]
-            ol = out_w[l]
-            ob = out_b[l]
             for b in range(batch):
-                zb = z[b]
-                pb = proj[i * batch + b]
-                for c in range(g2):
-                    zb[c] = cb[c] + pb[base + c]
-            _matmul_add(z, h, wcur)
-            for j in range(1, k):
-                _matmul_add(z, buffer[off + (t - j * d) % size], wl[k - 1 - j])
+                xb = taps[b]
+                for j in range(1, k):
+                    src = buffer[off + (t - j * d) % size, b]
+                    at = (k - 1 - j) * res
+                    for r in range(res):
+                        xb[at + r] = src[r]
+                hb = h[b]
+                at = (k - 1) * res
+                for r in range(res):
+                    xb[at + r] = hb[r]
+            np.dot(taps, conv_w[l], z)
             slot = buffer[off + t % size]
+            ob = out_b[l]
             for b in range(batch):
                 sl = slot[b]
                 hb = h[b]
                 for r in range(res):
                     sl[r] = hb[r]
                 zb = z[b]
+                pb = proj[i * batch + b]
+                for c in range(g2):
+                    zb[c] += cb[c] + pb[base + c]
                 ab = a[b]
                 for c in range(g):
                     ab[c] = _tanh(zb[c]) * (half + half * _tanh(half * zb[g + c]))
-                obb = o[b]
-                for e in range(width):
-                    obb[e] = ob[e]
-            _matmul_add(o, a, ol)
+            np.dot(a, out_w[l], o)
             for b in range(batch):
                 sb = skip[b]
                 obb = o[b]
+                for e in range(width):
+                    obb[e] += ob[e]
                 for c in range(skip_ch):
                     sb[c] += obb[c]
                 if has_res[l]:
@@ -191,21 +137,19 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
                     for r in range(res):
                         hb[r] = (hb[r] + obb[skip_ch + r]) * scale
         for b in range(batch):
-            ub = u[b]
-            for c in range(hid):
-                ub[c] = b1[c]
             sb = skip[b]
             for c in range(skip_ch):
                 sb[c] = max(sb[c], zero)
-        _matmul_add(u, skip, w1)
+        np.dot(skip, w1, u)
+        for b in range(batch):
+            ub = u[b]
+            for c in range(hid):
+                ub[c] = max(ub[c] + b1[c], zero)
+        np.dot(u, w2, logits)
         for b in range(batch):
             lb = logits[b]
             for c in range(classes):
-                lb[c] = b2[c]
-            ub = u[b]
-            for c in range(hid):
-                ub[c] = max(ub[c], zero)
-        _matmul_add(logits, u, w2)
+                lb[c] += b2[c]
         for b in range(batch):
             lb = logits[b]
             best = 0
@@ -234,20 +178,28 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
     return x_prev
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def _project(cond, i0, m, cond_w, bias, x, proj):
     """``proj[t * rows + b] = bias[b] + cond[b, i0 + t] @ cond_w`` for ``t < m``: every layer's local
     and global conditioning term for a block of steps, as one product over all ``m * rows`` positions
     (``x`` [>= m * rows, C] is its scratch input), so each weight row is read once per block."""
     rows = cond.shape[0]
+    if cond_w.shape[0]:
+        for t in range(m):
+            for b in range(rows):
+                x[t * rows + b] = cond[b, i0 + t]
+        np.dot(x[:m * rows], cond_w, proj[:m * rows])
+    else:
+        proj[:m * rows] = 0
     for t in range(m):
         for b in range(rows):
-            x[t * rows + b] = cond[b, i0 + t]
-            proj[t * rows + b] = bias[b]
-    _matmul_add(proj[:m * rows], x[:m * rows], cond_w)
+            pt = proj[t * rows + b]
+            bb = bias[b]
+            for c in range(pt.shape[0]):
+                pt[c] += bb[c]
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
+@numba.njit(cache=True, fastmath=True, error_model="numpy", parallel=True)
 def _kernel_groups(n, block, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b, cond, cond_w, bias,
                    out_w, out_b, has_res, skip_ch, w1, b1, w2, b2, noise, temperature, forced, use_forced, record,
                    logits_out, out):
@@ -275,8 +227,8 @@ class FastWaveNet:
     """Numba twin of a ``WaveNet``'s cached generation, sharing its weights (copied on construction).
 
     A batch is split into ``threads`` groups of rows, one group per thread (numba ``prange``);
-    within a group every product is matrix-matrix (a weight row is read once per step for all
-    rows of the group). Rows never interact, so the samples do not depend on the grouping.
+    within a group every product is one matrix-matrix BLAS call. Rows never interact, so the
+    samples do not depend on the grouping.
 
     Args:
         model: a built ``speechkit.vocoder.wavenet.WaveNet``. Re-create the twin after the model's
@@ -309,7 +261,8 @@ class FastWaveNet:
         self.table = np.ascontiguousarray(table, np.float32)
         r, s = cfg.residual_channels, cfg.skip_channels
         layers = model.res_layers
-        self.conv_w = np.ascontiguousarray(np.stack([l.conv_kernel.numpy() for l in layers]), np.float32)
+        self.conv_w = np.ascontiguousarray(  # [layers, K * R, 2G]: the taps stacked, oldest first
+            np.stack([l.conv_kernel.numpy().reshape(-1, 2 * cfg.gate_channels) for l in layers]), np.float32)
         self.conv_b = np.ascontiguousarray(np.stack([l.conv_bias.numpy() for l in layers]), np.float32)
         self.out_w = np.zeros((len(layers), cfg.gate_channels, s + r), np.float32)
         self.out_b = np.zeros((len(layers), s + r), np.float32)
@@ -401,12 +354,13 @@ class FastWaveNet:
         out = np.zeros((groups, per, num_samples), np.int32)
         logits = (np.zeros((groups, per, num_samples, classes), np.float32) if return_logits
                   else np.zeros((groups, 1, 1, 1), np.float32))
-        _kernel_groups(num_samples, _BLOCK, grouped(x_prev), buffer_g, t0, self.offsets, self.sizes, self.dils,
-                       self.table, self.conv_w, self.conv_b, grouped(cond), self.cond_w, grouped(bias), self.out_w,
-                       self.out_b, self.has_res, self.config.skip_channels, self.w1, self.b1, self.w2, self.b2,
-                       grouped(noise), float(temperature),
-                       grouped(forced if use_forced else np.zeros((batch, 1), np.int64)), use_forced, return_logits,
-                       logits, out)
+        with threadpool_limits(limits=1, user_api="blas"):  # the threads are numba's, one per group of rows
+            _kernel_groups(num_samples, _BLOCK, grouped(x_prev), buffer_g, t0, self.offsets, self.sizes, self.dils,
+                           self.table, self.conv_w, self.conv_b, grouped(cond), self.cond_w, grouped(bias), self.out_w,
+                           self.out_b, self.has_res, self.config.skip_channels, self.w1, self.b1, self.w2, self.b2,
+                           grouped(noise), float(temperature),
+                           grouped(forced if use_forced else np.zeros((batch, 1), np.int64)), use_forced,
+                           return_logits, logits, out)
         out = out.reshape(groups * per, num_samples)[:batch]
         if return_logits:
             logits = logits.reshape(groups * per, num_samples, classes)[:batch]
