@@ -48,8 +48,8 @@ from speechkit.frontend import FrontendConfig
 from speechkit.metrics import cer, wer
 from speechkit.runs import RunDir
 from speechkit.text import Vocabulary
-from speechkit.training import (EpochPlan, OptimizerConfig, TrainState, fit_run, is_chief, make_optimizer,
-                                make_strategy, precision_policy)
+from speechkit.training import (EpochPlan, OptimizerConfig, TrainState, copy_weights, fit_run, is_chief,
+                                make_optimizer, make_strategy, precision_policy)
 
 __all__ = ["TrainConfig", "load_train_config", "select_utterances", "train"]
 
@@ -231,16 +231,9 @@ def _warm_start(network, source, config, vocabulary):
     donor.frontend.check_matches(config.frontend, source=donor.run_dir)
     if donor.vocabulary.characters != vocabulary.characters:
         raise ConfigError(f"{donor.run_dir}: its vocabulary differs from this run's; cannot start from its weights")
-    theirs = {v.path: v for v in donor.network.weights if not v.path.startswith("specaugment/")}
-    ours = [v for v in network.weights if not v.path.startswith("specaugment/")]
-    misfits = [f"{v.path}: {tuple(theirs[v.path].shape) if v.path in theirs else 'missing'} vs {tuple(v.shape)}"
-               for v in ours if v.path not in theirs or tuple(theirs[v.path].shape) != tuple(v.shape)]
-    misfits += [f"{path}: not in this model" for path in sorted(set(theirs) - {v.path for v in ours})]
-    if misfits:
-        raise ConfigError(f"{donor.run_dir}: its network differs from this run's model section ({misfits[0]}); "
-                          "cannot start from its weights")
-    for variable in ours:
-        variable.assign(theirs[variable.path])
+    own = [v for v in network.weights if not v.path.startswith("specaugment/")]
+    copy_weights(own, [v for v in donor.network.weights if not v.path.startswith("specaugment/")],
+                 source=donor.run_dir, section="network")
     logger.info("started from the weights of %s", donor.run_dir)
 
 

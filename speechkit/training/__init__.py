@@ -10,7 +10,8 @@ from speechkit.training.fit import fit_run
 from speechkit.training.optimizers import OptimizerConfig, make_optimizer
 from speechkit.training.schedules import SCHEDULES, WarmupDecay
 from speechkit.training.state import TrainState
+from speechkit.training.warm_start import copy_weights
 
 __all__ = ["EpochPlan", "MAX_CONSECUTIVE_NONFINITE", "Checkpoint", "DevMetric", "Progress", "SaveModel", "TimeBudget",
            "STRATEGIES", "any_worker", "is_chief", "make_strategy", "multi_worker", "precision_policy", "fit_run",
-           "OptimizerConfig", "make_optimizer", "SCHEDULES", "WarmupDecay", "TrainState"]
+           "OptimizerConfig", "make_optimizer", "SCHEDULES", "WarmupDecay", "TrainState", "copy_weights"]

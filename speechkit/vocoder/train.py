@@ -16,12 +16,11 @@ import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from speechkit.errors import ConfigError, RunError, SpeechkitError
 from speechkit.runs import RunDir
-from speechkit.training import TrainState, fit_run, make_optimizer
+from speechkit.training import TrainState, copy_weights, fit_run, make_optimizer
 from speechkit.vocoder.data import WindowSampler, corpus_from_dir, corpus_from_manifest, history_frames, window_dataset
 from speechkit.vocoder.generation import Vocoder, load_vocoder
 from speechkit.vocoder.wavenet import WaveNet
@@ -92,19 +91,7 @@ def _warm_start(model, source):
     """
     donor = load_vocoder(source).model
     donor.frontend.check_matches(model.frontend, source=source)
-    theirs = {v.path: v for v in donor.weights}
-    misfits = [f"{v.path}: {tuple(theirs[v.path].shape)} vs {tuple(v.shape)}"
-               for v in model.weights if v.path in theirs and tuple(theirs[v.path].shape) != tuple(v.shape)]
-    misfits += [f"{v.path}: not in {source}, and not zero at the start" for v in model.weights
-                if v.path not in theirs and np.any(v.numpy())]
-    misfits += [f"{path}: not in this model" for path in sorted(set(theirs) - {v.path for v in model.weights})]
-    if misfits:
-        raise ConfigError(f"{source}: its WaveNet differs from this run's model section ({misfits[0]}); "
-                          "cannot start from its weights")
-    for variable in model.weights:
-        if variable.path in theirs:
-            variable.assign(theirs[variable.path])
-    added = [v.path for v in model.weights if v.path not in theirs]
+    added = copy_weights(model.weights, donor.weights, source=source, section="WaveNet", new_at_zero=True)
     logger.info("started from the weights of %s%s", source, f"; new at zero: {', '.join(added)}" if added else "")
 
 
