@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from speechkit.errors import ConfigError
 from speechkit.frontend import FrontendConfig, log_mel, mu_law_decode, mu_law_encode
-from speechkit.vocoder.fast import FastWaveNet
+from speechkit.vocoder.fast import FastWaveNet, _exp_parts
 from speechkit.vocoder.lpc import source_filter, synthesize
 from speechkit.vocoder.generation import (TFGenerator, Vocoder, VocoderModule, _packed_step, _packed_weights,
                                           sample_from_logits)
@@ -186,6 +186,13 @@ def test_sample_from_logits_inverse_cdf():
     noise = tf.constant([0.05, 0.15, 0.35, 0.65, 0.999])
     np.testing.assert_array_equal(sample_from_logits(logits, noise, 1.0).numpy(), [0, 1, 2, 3, 3])
     np.testing.assert_array_equal(sample_from_logits(logits, noise, 0.0).numpy(), [3] * 5)
+
+
+def test_numba_exp_is_exp_to_float32_precision():
+    x = np.concatenate([-np.geomspace(1e-6, 87.0, 20001), [0.0, -3.5, -20.25]]).astype(np.float32)
+    mantissa, exponent = np.array([_exp_parts.py_func(np.float32(v)) for v in x], dtype=object).T
+    value = mantissa.astype(np.float32) * exponent.astype(np.int32).view(np.float32)
+    np.testing.assert_allclose(value, np.exp(x.astype(np.float64)), rtol=4e-7, atol=0)
 
 
 def test_vocode_is_independent_of_batching_and_backend():

@@ -50,6 +50,23 @@ def _tanh(x):
     return p * x / q
 
 
+@numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True, inline="always")
+def _exp_parts(x):
+    """``exp(x)`` for ``x <= 0`` as (a float32 polynomial, the int32 bits of a power of two) whose
+    product is the value (Cephes' ``expf``, max relative error 3e-7): written through an int32
+    array and read as float32, the power of two needs no libm call, so the loop vectorises."""
+    x = max(x, np.float32(-87.0))
+    n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    return p * r * r + r + np.float32(1.0), (np.int32(n) + np.int32(127)) << np.int32(23)
+
+
 @numba.njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b, proj, out_w, out_b, has_res, skip_ch,
             w1, b1, w2, b2, noise, temperature, forced, use_forced, record, logits_out, out):
@@ -75,7 +92,9 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
     skip = np.empty((batch, skip_ch), np.float32)
     u = np.empty((batch, hid), np.float32)
     logits = np.empty((batch, classes), np.float32)
-    cdf = np.empty(classes, np.float32)
+    weight = np.empty(classes, np.float32)
+    exponent = np.empty(classes, np.int32)
+    power = exponent.view(np.float32)
     x_prev = x_first.copy()
     one = np.float32(1.0)
     half = np.float32(0.5)
@@ -152,27 +171,32 @@ def _kernel(n, x_first, buffer, t0, offsets, sizes, dils, table, conv_w, conv_b,
                 lb[c] += b2[c]
         for b in range(batch):
             lb = logits[b]
-            best = 0
             top = lb[0]
             for c in range(1, classes):
-                if lb[c] > top:
-                    top = lb[c]
-                    best = c
+                top = max(top, lb[c])
             if record:
                 for c in range(classes):
                     logits_out[b, i, c] = lb[c]
             if temperature > 0:
-                total = zero
                 inv_t = one / np.float32(temperature)
                 for c in range(classes):
-                    total += math.exp((lb[c] - top) * inv_t)
-                    cdf[c] = total
-                threshold = np.float32(noise[b, i]) * total
-                pick = 0
+                    weight[c], exponent[c] = _exp_parts((lb[c] - top) * inv_t)
+                total = zero
                 for c in range(classes):
-                    if cdf[c] < threshold:
-                        pick += 1
-                best = min(pick, classes - 1)
+                    weight[c] *= power[c]
+                    total += weight[c]
+                threshold = np.float32(noise[b, i]) * total
+                best = classes - 1
+                running = zero
+                for c in range(classes):
+                    running += weight[c]
+                    if running >= threshold:
+                        best = c
+                        break
+            else:
+                best = 0
+                while best < classes - 1 and lb[best] < top:
+                    best += 1
             out[b, i] = best
             x_prev[b] = best
     return x_prev
