@@ -18,7 +18,7 @@ import math
 
 import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from speechkit.errors import ConfigError
 from speechkit.frontend import mu_law_decode
@@ -26,6 +26,7 @@ from speechkit.frontend import mu_law_decode
 __all__ = ["FastWaveNet"]
 
 logger = logging.getLogger(__name__)
+_blas = None  # a ThreadpoolController over the loaded BLAS libraries, numba's included (``_one_blas_thread``)
 
 _SCALE = np.float32(math.sqrt(0.5))
 _BLOCK = 32  # steps per conditioning projection (one product over the block's steps and rows)
@@ -247,6 +248,17 @@ def _kernel_groups(n, block, x_first, buffer, t0, offsets, sizes, dils, table, c
     return x_last
 
 
+def _one_blas_thread():
+    """A context in which BLAS runs on the calling thread only: the kernel's threads are numba's, one
+    per group of rows, and a BLAS that started its own would oversubscribe the cores."""
+    global _blas
+    if _blas is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls this BLAS: load it before the snapshot)
+
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
 class FastWaveNet:
     """Numba twin of a ``WaveNet``'s cached generation, sharing its weights (copied on construction).
 
@@ -378,7 +390,7 @@ class FastWaveNet:
         out = np.zeros((groups, per, num_samples), np.int32)
         logits = (np.zeros((groups, per, num_samples, classes), np.float32) if return_logits
                   else np.zeros((groups, 1, 1, 1), np.float32))
-        with threadpool_limits(limits=1, user_api="blas"):  # the threads are numba's, one per group of rows
+        with _one_blas_thread():
             _kernel_groups(num_samples, _BLOCK, grouped(x_prev), buffer_g, t0, self.offsets, self.sizes, self.dils,
                            self.table, self.conv_w, self.conv_b, grouped(cond), self.cond_w, grouped(bias), self.out_w,
                            self.out_b, self.has_res, self.config.skip_channels, self.w1, self.b1, self.w2, self.b2,
