@@ -7,7 +7,10 @@ Usage: python benchmarks/bench_pulses.py RUN [--manifest data/release/test.jsonl
    pulses of generation (same period, arbitrary phase), and with no pulse features; overall and at the
    aligned pulses. A network that uses its input scores far lower at the pulses with the aligned train.
 2. Generation from the first utterance's mel: the mean magnitude of the drawn residual at the free pulses
-   over its mean over voiced samples, and the same ratio for the true residual at its aligned pulses.
+   over its mean over voiced samples, and the same ratio for the true residual at its aligned pulses; and
+   the period-to-period correlation of each over the voiced samples (``e[t]`` against ``e[t - T]``, ``T``
+   the implied period), which ``bench_excitation.py`` shows the filter's output needs, at about 0.8, to
+   sound voiced.
 """
 
 import argparse
@@ -50,6 +53,14 @@ def teacher_forced(model, utterances, batches):
     return {name: float(np.mean(values)) for name, values in sums.items()}
 
 
+def period_correlation(signal, period, voiced):
+    """The correlation of ``signal[t]`` with ``signal[t - period[t]]`` over the voiced samples."""
+    t = np.flatnonzero(voiced)
+    lag = np.rint(period[t]).astype(int)
+    t, lag = t[t >= lag], lag[t >= lag]
+    return float(np.corrcoef(signal[t], signal[t - lag])[0, 1])
+
+
 def drawn_spikes(vocoder, audio):
     model, frontend = vocoder.model, vocoder.frontend
     mel = conditioning_mel(audio[np.newaxis], frontend=frontend, context=model.config.cond_context)
@@ -66,8 +77,11 @@ def drawn_spikes(vocoder, audio):
                           frames=mel.shape[1]).numpy()
     aligned = aligned_pulses(residual, period.numpy()[0, index], voicing.numpy()[0, index])
     true = np.abs(residual)
+    signed = mu_law_decode(classes, frontend.mu).numpy()[0]
+    per_sample = period.numpy()[0, index]
     return (drawn[impulses].mean() / drawn[voiced].mean(),
-            true[aligned[:, 0] > 0.5].mean() / true[aligned[:, 3] > 0.5].mean())
+            true[aligned[:, 0] > 0.5].mean() / true[aligned[:, 3] > 0.5].mean(),
+            period_correlation(signed, per_sample, voiced), period_correlation(residual, per_sample, voiced))
 
 
 def main():
@@ -83,10 +97,11 @@ def main():
     utterances = even_spread(read_manifest(args.manifest), 40)
     nats = teacher_forced(vocoder.model, utterances, args.batches)
     audio = audio_io.load(utterances[0].audio, sample_rate=vocoder.frontend.sample_rate)
-    drawn, true = drawn_spikes(vocoder, audio[:int(args.seconds * vocoder.frontend.sample_rate)])
+    drawn, true, drawn_corr, true_corr = drawn_spikes(vocoder, audio[:int(args.seconds * vocoder.frontend.sample_rate)])
     print(row("teacher-forced nats per sample: " + ", ".join(f"{k} {v:.3f}" for k, v in nats.items())
               + f"; drawn residual at the free pulses / over voiced samples: {drawn:.2f}x "
-              f"(the true residual at its aligned pulses: {true:.2f}x)"))
+              f"(the true residual at its aligned pulses: {true:.2f}x); period-to-period correlation over voiced "
+              f"samples: drawn {drawn_corr:.2f}, true residual {true_corr:.2f}"))
 
 
 if __name__ == "__main__":
