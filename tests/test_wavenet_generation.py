@@ -314,3 +314,15 @@ def test_cli_vocodes_several_files_in_batches(tmp_path, capsys):
     audio_io.save(twin, rng.uniform(-0.5, 0.5, 100).astype(np.float32))
     assert main(["vocode", run.path, paths[0], twin, "--out", str(out)]) == 1
     assert "a.wav: more than one input" in capsys.readouterr().err
+
+
+def test_numba_products_run_on_one_blas_thread_each():
+    """The kernel's threads are numba's; a BLAS that threaded each product as well would oversubscribe."""
+    from threadpoolctl import threadpool_info
+
+    from speechkit.vocoder.fast import _one_blas_thread
+
+    with _one_blas_thread():
+        inside = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert any("scipy" in lib["filepath"] for lib in inside), "numba's BLAS (scipy's) is not controlled"
+    assert all(lib["num_threads"] == 1 for lib in inside)
