@@ -141,6 +141,17 @@ def _asr_worker(args):
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def _model_sampler_options(vdata, config):
+    """The ``WindowSampler`` options the model's inputs need (LPC residual, pulses, onset windows), where
+    this tree's sampler has them: a baseline tree predates some."""
+    accepted = inspect.signature(vdata.WindowSampler).parameters
+    options = {"lpc_order": getattr(config.model, "lpc_order", 0),
+               "lpc_normalize": getattr(config.model, "lpc_normalize", False),
+               "pulses": getattr(config.model, "pulse_input", False),
+               "start_share": getattr(config.train, "start_share", 0.0)}
+    return {name: value for name, value in options.items() if name in accepted}
+
+
 def _wavenet_worker(args):
     import keras
 
@@ -166,7 +177,7 @@ def _wavenet_worker(args):
     corpus = vdata.corpus_from_manifest(args.manifest, sample_rate=config.frontend.sample_rate,
                                         min_samples=tc.window_frames * config.frontend.hop_length)
     sampler_args = dict(frontend=config.frontend, window_frames=tc.window_frames, context=config.model.cond_context,
-                        batch_size=tc.batch_size, seed=tc.seed)
+                        batch_size=tc.batch_size, seed=tc.seed, **_model_sampler_options(vdata, config))
     history = getattr(tc, "full_history", None)
     history = WAVENET_FAST.get("history", history) if fast else history
     if history and hasattr(vdata, "history_frames"):
@@ -206,7 +217,7 @@ def _history_worker(args):
         history = vdata.history_frames(model.receptive_field().samples, hop)
         sampler = vdata.WindowSampler(train, frontend=config.frontend, window_frames=tc.window_frames,
                                       context=config.model.cond_context, batch_size=tc.batch_size, seed=tc.seed,
-                                      history=history if history_on else 0)
+                                      history=history if history_on else 0, **_model_sampler_options(vdata, config))
         started = time.perf_counter()
         model.fit(vdata.window_dataset(sampler, model_config=config.model), epochs=1, steps_per_epoch=args.steps,
                   verbose=0)
@@ -215,7 +226,7 @@ def _history_worker(args):
         for dev_history in (history, 0):
             dev_sampler = vdata.WindowSampler(dev, frontend=config.frontend, window_frames=tc.window_frames,
                                               context=config.model.cond_context, batch_size=8, seed=12345,
-                                              history=dev_history)
+                                              history=dev_history, **_model_sampler_options(vdata, config))
             dataset = vdata.window_dataset(dev_sampler, model_config=config.model).take(args.dev_batches)
             loss, accuracy = model.evaluate(dataset, verbose=0)[:2]
             scores["full_history" if dev_history else "zero_history"] = {"loss": loss, "accuracy": accuracy}
