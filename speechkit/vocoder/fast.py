@@ -18,6 +18,7 @@ import math
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's np.dot calls: loaded before _one_blas_thread looks)
 from threadpoolctl import ThreadpoolController
 
 from speechkit.errors import ConfigError
@@ -253,8 +254,6 @@ def _one_blas_thread():
     per group of rows, and a BLAS that started its own would oversubscribe the cores."""
     global _blas
     if _blas is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls this BLAS: load it before the snapshot)
-
         _blas = ThreadpoolController()
     return _blas.limit(limits=1, user_api="blas")
 
