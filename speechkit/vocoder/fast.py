@@ -18,7 +18,7 @@ import math
 
 import numba
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's np.dot calls: loaded before _one_blas_thread looks)
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS numba's np.dot calls: loaded before _BLAS looks)
 from threadpoolctl import ThreadpoolController
 
 from speechkit.errors import ConfigError
@@ -27,7 +27,7 @@ from speechkit.frontend import mu_law_decode
 __all__ = ["FastWaveNet"]
 
 logger = logging.getLogger(__name__)
-_blas = None  # a ThreadpoolController over the loaded BLAS libraries, numba's included (``_one_blas_thread``)
+_BLAS = ThreadpoolController()  # the loaded BLAS libraries, numba's (scipy's, imported above) included
 
 _SCALE = np.float32(math.sqrt(0.5))
 _BLOCK = 32  # steps per conditioning projection (one product over the block's steps and rows)
@@ -252,10 +252,7 @@ def _kernel_groups(n, block, x_first, buffer, t0, offsets, sizes, dils, table, c
 def _one_blas_thread():
     """A context in which BLAS runs on the calling thread only: the kernel's threads are numba's, one
     per group of rows, and a BLAS that started its own would oversubscribe the cores."""
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 class FastWaveNet:
