@@ -27,7 +27,7 @@ from speechkit import audio as audio_io  # noqa: E402
 from speechkit.data.manifest import even_spread, read_manifest  # noqa: E402
 from speechkit.vocoder.evaluate import pitch_track  # noqa: E402
 from speechkit.vocoder.generation import load_vocoder  # noqa: E402
-from speechkit.vocoder.lpc import noise_excitation, synthesize  # noqa: E402
+from speechkit.vocoder.lpc import _frame_index, frame_power, noise_excitation, synthesize  # noqa: E402
 from speechkit.vocoder.pulses import aligned_pulses, free_pulses, implied_pitch, sample_frames  # noqa: E402
 from speechkit.vocoder.wavenet import conditioning_mel  # noqa: E402
 
@@ -58,7 +58,8 @@ def excitations(vocoder, audio):
     trains = {"free": free_pulses(mel, frontend=frontend, context=context, num_samples=n)[0].numpy()[:, 0] > 0.5,
               "aligned": aligned_pulses(residual, period, voicing)[:, 0] > 0.5}
     noise = noise_excitation(residual, hop=hop, seed=0)
-    level = np.sqrt(np.repeat([np.mean(residual[i:i + hop] ** 2) for i in range(0, n, hop)], hop)[:n])
+    frames = 1 + n // hop
+    level = np.sqrt(frame_power(residual, hop=hop, frames=frames))[_frame_index(0, n, frames, hop)]
     found = {"true residual": residual, "white noise": noise}
     for name, impulses in trains.items():
         for share in PULSE_SHARES:

@@ -69,7 +69,8 @@ def drawn_spikes(vocoder, audio):
     noise = np.random.default_rng(0).random((1, len(audio)), dtype=np.float32)
     classes, _ = vocoder._backend("fast").run(np.array([silence_class(frontend)]), state, len(audio), noise=noise,
                                               cond=model.upsample(mel, len(audio)).numpy())
-    drawn = np.abs(mu_law_decode(classes, frontend.mu).numpy()[0])
+    signed = mu_law_decode(classes, frontend.mu).numpy()[0]
+    drawn = np.abs(signed)
     voiced, impulses = pulses[:, 3] > 0.5, pulses[:, 0] > 0.5
     _, residual = vocoder._residual(audio)
     period, voicing = implied_pitch(mel, frontend=frontend)
@@ -77,7 +78,6 @@ def drawn_spikes(vocoder, audio):
                           frames=mel.shape[1]).numpy()
     aligned = aligned_pulses(residual, period.numpy()[0, index], voicing.numpy()[0, index])
     true = np.abs(residual)
-    signed = mu_law_decode(classes, frontend.mu).numpy()[0]
     per_sample = period.numpy()[0, index]
     return (drawn[impulses].mean() / drawn[voiced].mean(),
             true[aligned[:, 0] > 0.5].mean() / true[aligned[:, 3] > 0.5].mean(),
