@@ -237,6 +237,21 @@ def test_primed_generation_continues_from_the_seed():
     assert np.abs(out[..., None] - levels).min(axis=-1).max() < 1e-6
 
 
+def test_generation_from_silence_starts_like_a_training_window_at_an_onset():
+    """Windows at a clip's onset train on a receptive field of silent history, so generation without a seed
+    must start from that history's state, not from the zeros of the full pass's padding."""
+    model = _model(conditioning="none", num_speakers=2)
+    vocoder = Vocoder(model, speakers=["a", "b"])
+    n, rf = 40, model.receptive_field().samples
+    classes = mu_law_encode(vocoder.generate(n, temperature=0.0, speaker="b")[0], FRONTEND.mu).numpy()
+    silence = np.full(rf + 1, silence_class(FRONTEND))
+    onset_window = np.concatenate([silence, classes[:-1]])[None]
+    logits = model({"audio": onset_window, "speaker": np.array([1])}).numpy()[0, rf:]
+    np.testing.assert_array_equal(logits.argmax(-1), classes)
+    padded_only = model({"audio": onset_window[:, rf:], "speaker": np.array([1])}).numpy()[0]
+    assert not np.array_equal(padded_only.argmax(-1), classes)
+
+
 @pytest.mark.parametrize("lpc_order, lpc_normalize, pitch, pulses",
                          [(0, False, 0, False), (8, False, 0, False), (8, True, 16, True)],
                          ids=["waveform", "lpc", "lpc-normalized-pitch-pulses"])

@@ -162,6 +162,30 @@ def test_start_share_begins_windows_at_the_utterance_start_after_silence(tmp_pat
         WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=1, batch_size=2, seed=1, start_share=1.5)
 
 
+def test_onset_weight_scales_the_loss_of_the_first_positions_after_an_onset(tmp_path):
+    """Only a clip's first periods depend on its chord label, so they can be weighted up in the loss."""
+    corpus = _harmonic_corpus(tmp_path, (1.0, 1.2))
+    config = _tiny_config(start_share=0.5, onset_weight=8.0, onset_samples=100)
+    model = build_model(config, seed=0)
+    sampler = WindowSampler(corpus, frontend=FRONTEND, window_frames=4, context=model.config.cond_context,
+                            batch_size=8, seed=3, history=2, start_share=0.5)
+    weighted = window_dataset(sampler, model_config=config.model, onset_weight=8.0, onset_samples=100).take(1)
+    plain = window_dataset(sampler, model_config=config.model).take(1)
+    (_, target, weights), = list(weighted.as_numpy_iterator())
+    onset = sampler.batch(0)["start"] == 0
+    assert 0 < onset.sum() < 8 and weights.shape == target.shape
+    assert np.all(weights[onset, :100] == 8.0) and np.all(weights[onset, 100:] == 1.0)
+    assert np.all(weights[~onset] == 1.0)
+    assert len(next(iter(plain))) == 2
+    loss_weighted = model.evaluate(weighted, verbose=0, return_dict=True)["loss"]
+    loss_plain = model.evaluate(plain, verbose=0, return_dict=True)["loss"]
+    assert abs(loss_weighted - loss_plain) > 1e-3 * loss_plain
+    with pytest.raises(ConfigError, match="onset_weight"):
+        VocoderTrainConfig(onset_weight=0.5)
+    with pytest.raises(ConfigError, match="onset_samples"):
+        VocoderTrainConfig(onset_samples=-1)
+
+
 def test_batches_are_a_function_of_seed_and_step(manifest):
     corpus = load_corpus(_items(manifest), sample_rate=16000, min_samples=640, source=manifest)
 

@@ -38,6 +38,11 @@ class VocoderTrainConfig(Config):
         start_share: float in [0, 1], the share of windows that begin at their utterance's start, after
             silence, as generation from silence does (``WindowSampler``): 0 for vocoders, about 0.25 for
             music models that must strike a requested chord.
+        onset_weight: float >= 1, the loss weight of the first ``onset_samples`` scored positions of each
+            window that starts at its utterance's start. Once a clip sounds, its own history names the
+            notes, so only its first periods teach a chord model to follow the label; an even loss
+            leaves them about one position in a hundred, and the model learns to ignore its label.
+        onset_samples: int >= 0, how many positions after the onset ``onset_weight`` covers.
     """
 
     batch_size: int = 8
@@ -53,6 +58,8 @@ class VocoderTrainConfig(Config):
     jit_compile: bool = True
     full_history: bool = True
     start_share: float = 0.0
+    onset_weight: float = 1.0
+    onset_samples: int = 0
 
     def __post_init__(self):
         for name in ("batch_size", "window_frames", "epochs", "steps_per_epoch", "checkpoint_every", "log_every"):
@@ -62,6 +69,10 @@ class VocoderTrainConfig(Config):
             raise ConfigError(f"train.sample_seconds must be > 0, received: {self.sample_seconds}")
         if not 0.0 <= self.start_share <= 1.0:
             raise ConfigError(f"train.start_share must lie in [0, 1], received: {self.start_share}")
+        if self.onset_weight < 1.0:
+            raise ConfigError(f"train.onset_weight must be >= 1, received: {self.onset_weight}")
+        if not isinstance(self.onset_samples, int) or self.onset_samples < 0:
+            raise ConfigError(f"train.onset_samples must be an int >= 0, received: {self.onset_samples!r}")
         if self.sample_every < 0:
             raise ConfigError(f"train.sample_every must be >= 0, received: {self.sample_every}")
 

@@ -36,7 +36,7 @@ from speechkit.vocoder.lpc import excitation_span, source_filter
 from speechkit.vocoder.pulses import PULSE_FEATURES, aligned_pulses, implied_pitch, sample_frames
 from speechkit.vocoder.wavenet import network_input, silence_class
 
-__all__ = ["AudioCorpus", "load_corpus", "corpus_from_manifest", "corpus_from_dir", "history_frames",
+__all__ = ["AudioCorpus", "load_corpus", "corpus_from_manifest", "corpus_from_dir", "history_frames", "onset_weights",
            "WindowSampler", "window_dataset"]
 
 logger = logging.getLogger(__name__)
@@ -278,12 +278,22 @@ class WindowSampler:
         return mel[:, self.edge:self.edge + self.input_frames + 2 * self.context]
 
 
-def window_dataset(sampler, *, model_config, start_step=0):
+def onset_weights(starts, *, window, onset_weight, onset_samples):
+    """float32 [B, window] loss weights: ``onset_weight`` on the first ``onset_samples`` positions of the
+    rows whose window starts at frame 0 (the utterance's onset, after silence), 1 elsewhere."""
+    weights = np.ones((len(starts), window), np.float32)
+    weights[np.asarray(starts) == 0, :onset_samples] = onset_weight
+    return weights
+
+
+def window_dataset(sampler, *, model_config, start_step=0, onset_weight=1.0, onset_samples=0):
     """Infinite ``tf.data.Dataset`` of ``(inputs, targets)`` batches starting at batch ``start_step``.
 
     ``inputs`` holds ``"audio"`` (teacher-forcing input, int32 or float32 [B, (history + window_frames)
     * hop]), and ``"mel"`` and ``"speaker"`` when the model uses them; ``targets`` is int32 [B, window],
-    aligned with the end of the input (``WaveNet`` scores its last ``window`` outputs).
+    aligned with the end of the input (``WaveNet`` scores its last ``window`` outputs). With
+    ``onset_weight`` > 1 and ``onset_samples`` > 0, each element also carries the per-position weights of
+    ``onset_weights``.
     """
     batch, window, segment = sampler.batch_size, sampler.window, sampler.segment
     inputs = sampler.input_frames * sampler.hop
@@ -297,14 +307,16 @@ def window_dataset(sampler, *, model_config, start_step=0):
         while True:
             b = sampler.batch(step)
             pulses = b["pulses"] if model_config.pulse_input else np.zeros(pulse_shape, np.float32)
-            yield b["segment"], b["prev"], b["target"], b["speaker"], pulses
+            weights = onset_weights(b["start"], window=window, onset_weight=onset_weight, onset_samples=onset_samples)
+            yield b["segment"], b["prev"], b["target"], b["speaker"], pulses, weights
             step += 1
 
     spec = (tf.TensorSpec([batch, segment], tf.float32), tf.TensorSpec([batch, inputs], tf.int32),
             tf.TensorSpec([batch, window], tf.int32), tf.TensorSpec([batch], tf.int32),
-            tf.TensorSpec(pulse_shape, tf.float32))
+            tf.TensorSpec(pulse_shape, tf.float32), tf.TensorSpec([batch, window], tf.float32))
+    weighted = onset_weight > 1.0 and onset_samples > 0
 
-    def to_model(segment, prev, target, speaker, pulses):
+    def to_model(segment, prev, target, speaker, pulses, weights):
         inputs = {"audio": network_input(prev, config=model_config, frontend=sampler.frontend)}
         if model_config.conditioning == "mel":
             inputs["mel"] = sampler.conditioning(segment)
@@ -312,7 +324,7 @@ def window_dataset(sampler, *, model_config, start_step=0):
             inputs["speaker"] = speaker
         if model_config.pulse_input:
             inputs["pulses"] = pulses
-        return inputs, target
+        return (inputs, target, weights) if weighted else (inputs, target)
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=spec)
     return dataset.map(to_model, num_parallel_calls=1).prefetch(2)

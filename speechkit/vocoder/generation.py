@@ -563,7 +563,11 @@ class Vocoder:
 
         Args:
             num_samples: int > 0, samples to generate after the seed.
-            prime: optional float32 [samples] seed waveform; generation continues from its end.
+            prime: optional float32 [samples] seed waveform; generation continues from its end. Without
+                one, generation starts after a receptive field of silence, primed like a seed: training
+                windows at a clip's onset carry silent history, and every layer's cached input of that
+                silence (the activations of the silence class, with the speaker's bias) differs from the
+                zeros of ``WaveNet.initial_state``. A chord model started from zeros never strikes.
             batch_size: int > 0, independent streams (stream ``b`` uses ``default_rng([seed, b])``).
             temperature, seed, speaker, backend: as for ``vocode``.
 
@@ -573,11 +577,9 @@ class Vocoder:
         if self.model.upsampler is not None:
             raise ConfigError(f"{self.run_dir}: this model is mel-conditioned; it needs a mel to vocode, "
                               "not free-running generation")
-        if prime is not None:
-            x_first, state = self.prime(prime, batch_size=batch_size, speaker=speaker)
-        else:
-            x_first = np.full([batch_size], silence_class(self.frontend), np.int64)
-            state = {k: v.numpy() for k, v in self.model.initial_state(batch_size).items()}
+        if prime is None:
+            prime = np.zeros(self.model.receptive_field().samples, np.float32)
+        x_first, state = self.prime(prime, batch_size=batch_size, speaker=speaker)
         noise = np.stack([np.random.default_rng([seed, b]).random(num_samples, dtype=np.float32)
                           for b in range(batch_size)])
         classes, _ = self._backend(backend).run(x_first, state, num_samples, noise=noise, temperature=temperature,

@@ -125,7 +125,8 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     if (manifest is None) == (audio_dir is None):
         raise ConfigError("give exactly one of a training manifest or an audio folder")
     run = RunDir(out_dir, create=True)
-    run.save_config(config, mutable=("train.epochs", "train.optimizer", "model.mel_postfilter"))
+    run.save_config(config, mutable=("train.epochs", "train.optimizer", "train.start_share", "train.onset_weight",
+                                   "train.onset_samples", "model.mel_postfilter"))
     run.append_command(command)
     run.clear_done()
     tc = config.train
@@ -166,7 +167,8 @@ def train_vocoder(config, *, out_dir, manifest=None, audio_dir=None, time_budget
     summary = fit_run(
         model, run=run, state=state,
         dataset_at=lambda epoch, batch: window_dataset(sampler, model_config=config.model,
-                                                       start_step=epoch * steps + batch),
+                                                       start_step=epoch * steps + batch,
+                                                       onset_weight=tc.onset_weight, onset_samples=tc.onset_samples),
         steps_per_epoch=steps, epochs=tc.epochs, describe=lambda epoch, batch: ((), batch_seconds),
         save_model=lambda: run.save_model(model), checkpoint_every=tc.checkpoint_every, log_every=tc.log_every,
         time_budget_s=None if time_budget_min is None else 60.0 * time_budget_min, started=started,
