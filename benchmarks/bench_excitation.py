@@ -1,6 +1,6 @@
 """What must an LPC vocoder's excitation hold for its output to sound voiced? pYIN's voiced share, no network.
 
-Usage: python benchmarks/bench_excitation.py RUN [--manifest data/release/test.jsonl] [--utterances 10]
+Usage: python benchmarks/bench_excitation.py RUN [--manifest data/release/test.jsonl] [--utterances 10] [--asr MODEL]
 
 Each test utterance is resynthesised through the run's own LPC filter (the one generation uses) from
 synthetic excitations at the true residual's frame levels, and pYIN (``eval-vocoder``'s pitch tracker)
@@ -12,7 +12,8 @@ counts the voiced frames of the result, without the post-filter:
 - comb-filtered noise, ``e[t] = g e[t - T] + sqrt(1 - g^2) n[t]`` with ``T`` the implied period and ``g``
   the period-to-period correlation (times the implied voicing): a long-term predictor's excitation.
 
-A network whose draws measure like white noise here cannot be voiced, whatever its spikes.
+A network whose draws measure like white noise here cannot be voiced, whatever its spikes. With ``--asr``, the
+ASR model's greedy WER of each resynthesis is reported too: how many words each kind of excitation keeps.
 """
 
 import argparse
@@ -24,7 +25,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _row import row  # noqa: E402
 from speechkit import audio as audio_io  # noqa: E402
+from speechkit.asr.inference import load_run  # noqa: E402
 from speechkit.data.manifest import even_spread, read_manifest  # noqa: E402
+from speechkit.metrics import wer  # noqa: E402
+from speechkit.models import resolve_model  # noqa: E402
 from speechkit.vocoder.evaluate import pitch_track  # noqa: E402
 from speechkit.vocoder.generation import load_vocoder  # noqa: E402
 from speechkit.vocoder.lpc import _frame_index, frame_power, noise_excitation, synthesize  # noqa: E402
@@ -76,23 +80,32 @@ def main():
     p.add_argument("run", help="an lpc_order vocoder run or released model (only its filter and front end are used)")
     p.add_argument("--manifest", default="data/release/test.jsonl")
     p.add_argument("--utterances", type=int, default=10)
+    p.add_argument("--asr", help="an ASR run or released model: also report its greedy WER of each resynthesis")
     args = p.parse_args()
     vocoder = load_vocoder(args.run)
     if not vocoder.config.lpc_order:
         sys.exit(f"{args.run}: not an lpc_order model")
+    recognizer = load_run(resolve_model(args.asr)) if args.asr else None
     hop = vocoder.frontend.hop_length
-    voiced = {"original": []}
+    voiced, clips, texts = {"original": []}, {"original": []}, []
     for utterance in even_spread(read_manifest(args.manifest), args.utterances):
         audio = audio_io.load(utterance.audio, sample_rate=vocoder.frontend.sample_rate)
         voiced["original"].append(pitch_track(audio, frontend=vocoder.frontend)[1])
+        clips["original"].append(audio)
+        texts.append(utterance.text)
         (predictors, gain), found = excitations(vocoder, audio)
         for name, excitation in found.items():
             out = np.clip(synthesize(np.asarray(excitation, np.float32), predictors, hop=hop, gain=gain), -1, 1)
             voiced.setdefault(name, []).append(pitch_track(out, frontend=vocoder.frontend)[1])
+            clips.setdefault(name, []).append(out)
     shares = {name: float(np.concatenate(flags).mean()) for name, flags in voiced.items()}
-    print("\n".join(f"{name:40s} {share:6.1%} voiced" for name, share in shares.items()))
-    print(row(f"{args.utterances} test utterances through the run's LPC filter, no post-filter, pYIN voiced frames: "
-              + "; ".join(f"{name} {share:.1%}" for name, share in shares.items())))
+    wers = {name: wer(texts, recognizer.transcribe(c)) for name, c in clips.items()} if recognizer else {}
+    for name, share in shares.items():
+        print(f"{name:40s} {share:6.1%} voiced" + (f"   WER {wers[name]:6.1%}" if wers else ""))
+    print(row(f"{args.utterances} test utterances through the run's LPC filter, no post-filter, pYIN voiced frames"
+              + (f" and {args.asr} greedy WER: " if wers else ": ")
+              + "; ".join(f"{name} {share:.1%}" + (f" (WER {wers[name]:.1%})" if wers else "")
+                          for name, share in shares.items())))
 
 
 if __name__ == "__main__":
