@@ -2,19 +2,20 @@
 # Run every benchmarks/bench_*.py on the mini corpus and print the BENCHMARKS.md rows they produce.
 #
 # Usage: bash benchmarks/run_all.sh [--data data/mini] [--exp exp/mini] [--out exp/bench] [--baseline-rev d08cc79]
-#                                   [--streaming-run RUN] [--only bench_a,bench_b]
+#                                   [--streaming-run RUN] [--chords-run RUN] [--only bench_a,bench_b]
 #
 # The benchmarks read the mini recipe's outputs (corpus, ASR run, LM, vocoder run); when they are
 # missing, the recipe runs first (recipes/mini/run.sh, which resumes whatever exists). bench_training
 # compares the working tree with --baseline-rev, extracted with `git archive` into OUT/baseline.
-# bench_streaming needs a trained ds2-streaming run (--streaming-run); without one it is skipped, and said so.
+# bench_streaming needs a trained ds2-streaming run (--streaming-run), and bench_chord_onset a chord-conditioned
+# music WaveNet (--chords-run, recipes/music/run.sh); without one each is skipped, and said so.
 # Each benchmark's output and log go to OUT/<bench>.{out,log}. A failing benchmark does not stop
 # the others; the script exits 1 at the end if any failed. This takes a long time on 2 cores
 # (about an hour, more when the recipe has to run first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-data=data/mini; exp=exp/mini; out=exp/bench; baseline_rev=d08cc79; only=""; streaming_run=""
+data=data/mini; exp=exp/mini; out=exp/bench; baseline_rev=d08cc79; only=""; streaming_run=""; chords_run=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --data) data=$2; shift 2 ;;
@@ -22,8 +23,9 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --baseline-rev) baseline_rev=$2; shift 2 ;;
     --streaming-run) streaming_run=$2; shift 2 ;;
+    --chords-run) chords_run=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "$0: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,12 +74,17 @@ bench bench_segment --data "$data" --work "$out/segment"
 bench bench_pitch --manifest "$data/test.jsonl"
 bench bench_lpc_level --manifest "$data/test.jsonl" --asr "$exp/asr" --order 32 --work "$out/lpc_level"
 bench bench_pulses "$exp/vocoder" --manifest "$data/test.jsonl"
-bench bench_excitation "$exp/vocoder" --manifest "$data/test.jsonl"
+bench bench_excitation "$exp/vocoder" --manifest "$data/test.jsonl" --asr "$exp/asr"
 skipped=()
 if [ -n "$streaming_run" ]; then
   bench bench_streaming measure --run "$streaming_run" --manifest "$data/test.jsonl"
 elif wanted bench_streaming; then
   skipped+=(bench_streaming)
+fi
+if [ -n "$chords_run" ]; then
+  bench bench_chord_onset "$chords_run"
+elif wanted bench_chord_onset; then
+  skipped+=(bench_chord_onset)
 fi
 if wanted bench_training; then
   rm -rf "$out/baseline" && mkdir -p "$out/baseline"
@@ -91,7 +98,7 @@ for path in benchmarks/bench_*.py; do
   if wanted "$name"; then ran="$ran $name"; fi
 done
 for name in $ran; do
-  [[ " ${skipped[*]} " == *" $name "* ]] && { log "$name: skipped (give --streaming-run RUN)"; continue; }
+  [[ " ${skipped[*]} " == *" $name "* ]] && { log "$name: skipped (give --streaming-run or --chords-run RUN)"; continue; }
   [ -f "$out/$name.out" ] || { log "$name: not run by this script; add it to benchmarks/run_all.sh"; failed+=("$name"); }
 done
 
