@@ -314,6 +314,15 @@ def test_time_budget_and_config_mismatch(manifest, tmp_path):
                             verbose=0)
     assert summary["stopped"] == "time_budget" and summary["step"] < 100
     assert os.listdir(tmp_path / "r" / "tensorboard" / "samples")
+    onset_weighted = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, start_share=0.5, onset_weight=4.0, onset_samples=32))
+    summary = train_vocoder(onset_weighted, out_dir=str(tmp_path / "r"), manifest=manifest, time_budget_min=1e-4,
+                            verbose=0)
+    assert summary["stopped"] == "time_budget"
+    assert "onset_weight: 4.0" in (tmp_path / "r" / "config.yaml").read_text()
+    wider = dataclasses.replace(config, model=dataclasses.replace(config.model, residual_channels=16))
+    with pytest.raises(SpeechkitError, match="residual_channels"):
+        train_vocoder(wider, out_dir=str(tmp_path / "r"), manifest=manifest, verbose=0)
     other = _tiny_config(learning_rate=0.5)
     os.makedirs(tmp_path / "s")
     (tmp_path / "s" / "config.yaml").write_text("model: {}\n")
