@@ -39,9 +39,9 @@ class VocoderTrainConfig(Config):
             silence, as generation from silence does (``WindowSampler``): 0 for vocoders, about 0.25 for
             music models that must strike a requested chord.
         onset_weight: float >= 1, the loss weight of the first ``onset_samples`` scored positions of each
-            window that starts at its utterance's start. Once a clip sounds, its own history names the
-            notes, so only its first periods teach a chord model to follow the label; an even loss
-            leaves them about one position in a hundred, and the model learns to ignore its label.
+            window that starts at its utterance's start. Once a clip's notes sound, its own history names
+            them, so only the stretch where they emerge from the attack teaches a chord model to follow its
+            label; an even loss gives that stretch a small share, and the model learns to ignore the label.
         onset_samples: int >= 0, how many positions after the onset ``onset_weight`` covers.
     """
 
